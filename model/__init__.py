@@ -8,3 +8,23 @@ from model._env import apply_env_defaults, install_torchvision_shim
 
 apply_env_defaults()
 install_torchvision_shim()
+
+from model.checkpoint import CheckpointError, load_model, save_checkpoint  # noqa: E402
+from model.config import ModelConfig, get_model_config, list_models  # noqa: E402
+from model.factory import PretrainedWeightsUnavailable, create_model  # noqa: E402
+from model.segmentor import SegmentationGraph, SemiDAViL  # noqa: E402
+from model.text import TextEmbedder  # noqa: E402
+
+__all__ = [
+    "CheckpointError",
+    "ModelConfig",
+    "PretrainedWeightsUnavailable",
+    "SegmentationGraph",
+    "SemiDAViL",
+    "TextEmbedder",
+    "create_model",
+    "get_model_config",
+    "list_models",
+    "load_model",
+    "save_checkpoint",
+]

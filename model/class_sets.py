@@ -27,7 +27,27 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 )  # fmt: skip
 
 # Cityscapes label id of each train id (the inverse map is many-to-one: see LABEL_ID_TO_TRAIN_ID).
-TRAIN_ID_TO_LABEL_ID: tuple[int, ...] = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+TRAIN_ID_TO_LABEL_ID: tuple[int, ...] = (
+    7,
+    8,
+    11,
+    12,
+    13,
+    17,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    26,
+    27,
+    28,
+    31,
+    32,
+    33,
+)
 
 # SYNTHIA-RAND-CITYSCAPES class id (R channel of GT/LABELS) -> Cityscapes train id.
 SYNTHIA_ID_TO_TRAIN_ID: dict[int, int] = {
@@ -139,7 +159,9 @@ def custom_class_set(prompts: list[str]) -> ClassSet:
     names = tuple(c[0] for c in concepts)
     if len(set(names)) != len(names):
         raise ValueError("custom class names must be unique")
-    return ClassSet("custom", names, tuple(concepts), tuple(_color_for(i, n) for i, n in enumerate(names)), None)
+    return ClassSet(
+        "custom", names, tuple(concepts), tuple(_color_for(i, n) for i, n in enumerate(names)), None
+    )
 
 
 def _color_for(index: int, name: str) -> tuple[int, int, int]:

@@ -1,0 +1,159 @@
+"""The language-guided decoder: SemiVL's VLG head (method.md 1.6), K classes at run time.
+
+Per class k the cosine map S_k = cos(F_M, T_k) goes through spatial reasoning (conv + ASPP),
+semantic reasoning (a transformer across the K class tokens at each pooled cell, with projected
+text), and an up-sampling path with skip features; a 1-channel head gives that class's logit map.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _gn(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(max(1, channels // 16), channels)
+
+
+def _conv_gn_relu(cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
+    pad = 0 if kernel == 1 else dilation * (kernel // 2)
+    conv = nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False)
+    return nn.Sequential(conv, _gn(cout), nn.ReLU(inplace=True))
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling with a residual: [N, C, h, w] -> [N, C, h, w]."""
+
+    def __init__(self, channels: int, rates: tuple[int, ...] = (6, 12, 18)) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList([_conv_gn_relu(channels, channels, 1)])
+        self.branches.extend(_conv_gn_relu(channels, channels, 3, r) for r in rates)
+        self.image_pool = _conv_gn_relu(channels, channels, 1)
+        self.project = _conv_gn_relu(channels * (len(rates) + 2), channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.image_pool(x.mean(dim=(2, 3), keepdim=True)).expand_as(x)
+        feats = [branch(x) for branch in self.branches] + [pooled]
+        return x + self.project(torch.cat(feats, dim=1))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LN transformer encoder layer with fused attention: [N, S, D] -> [N, S, D]."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, s, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(n, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, s, d)
+        x = x + self.proj(attn)
+        return x + self.ffn(self.norm2(x))
+
+
+class SemanticReasoning(nn.Module):
+    """Attention across the K class maps at each pooled cell, text features appended.
+
+    x [B*K, C, h, w] (class maps of one image adjacent), text [1, K, Ct] -> [B*K, C, h, w] (residual).
+    """
+
+    def __init__(self, channels: int, text_channels: int, heads: int, pool: int) -> None:
+        super().__init__()
+        self.pool = pool
+        self.layer = TransformerLayer(channels + text_channels, heads, 4 * channels)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        bk, c, h, w = x.shape
+        k = text.shape[1]
+        b = bk // k
+        pooled = F.avg_pool2d(x, self.pool)  # [B*K, C, hp, wp]
+        hp, wp = pooled.shape[-2:]
+        seq = pooled.view(b, k, c, hp * wp).permute(0, 3, 1, 2)  # [B, cells, K, C]
+        text = text.to(seq.dtype)[:, None].expand(b, hp * wp, k, text.shape[-1])
+        seq = torch.cat([seq, text], dim=-1).reshape(b * hp * wp, k, -1)
+        seq = self.layer(seq)[..., :c]
+        out = seq.reshape(b, hp, wp, k, c).permute(0, 3, 4, 1, 2).reshape(bk, c, hp, wp)
+        return x + F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
+
+
+class Up(nn.Module):
+    """x2 transposed conv, concat the skip, two conv-GN-ReLU.
+
+    x [B*K, Cin, h, w], skip [B, Cs, hs, ws] -> [B*K, Cout, 2h, 2w]. The skip is the same for the K
+    class maps of an image, so the first conv is split by input channels (conv is linear): the
+    skip's share is computed once per image and broadcast over classes, with no repeated copies.
+    Same weights and result as concatenating the repeated skip.
+    """
+
+    def __init__(self, cin: int, cout: int, skip_channels: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cin - skip_channels, kernel_size=2, stride=2)
+        self.conv = nn.Sequential(_conv_gn_relu(cin, cout), _conv_gn_relu(cout, cout))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        bk, cx, h, w = x.shape
+        b = skip.shape[0]
+        skip = F.interpolate(skip, size=(h, w), mode="bilinear", align_corners=True)
+        weight = self.conv[0][0].weight
+        y = F.conv2d(x, weight[:, :cx], padding=1)
+        y_skip = F.conv2d(skip, weight[:, cx:], padding=1)
+        y = (y.view(b, bk // b, -1, h, w) + y_skip[:, None]).view(bk, -1, h, w)
+        y = self.conv[0][2](self.conv[0][1](y))
+        return self.conv[1](y)
+
+
+class VLGDecoder(nn.Module):
+    """forward(feats [B, c, h, w], class_embeds [K, c], skips: 2 x [B, Cs_i, *, *]) -> [B, K, 4h, 4w].
+
+    `skip_in` are the channel counts of the two raw skip features (deepest first).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        skip_in: tuple[int, int],
+        channels: int = 128,
+        text_channels: int = 128,
+        up_channels: tuple[int, int] = (64, 32),
+        skip_channels: tuple[int, int] = (32, 16),
+        num_layers: int = 2,
+        num_heads: int = 4,
+        pool_size: int = 4,
+        conv1_ksize: int = 7,
+        aspp_rates: tuple[int, ...] = (6, 12, 18),
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, conv1_ksize, padding=conv1_ksize // 2)
+        self.aspp = ASPP(channels, aspp_rates)
+        self.text_proj = nn.Sequential(nn.Linear(embed_dim, text_channels), nn.ReLU())
+        self.layers = nn.ModuleList(
+            SemanticReasoning(channels, text_channels, num_heads, pool_size) for _ in range(num_layers)
+        )
+        self.skip_proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
+            for cin, cout in zip(skip_in, skip_channels)
+        )
+        self.up1 = Up(channels, up_channels[0], skip_channels[0])
+        self.up2 = Up(up_channels[0], up_channels[1], skip_channels[1])
+        self.head = nn.Conv2d(up_channels[1], 1, 3, padding=1)
+
+    def forward(
+        self, feats: torch.Tensor, class_embeds: torch.Tensor, skips: list[torch.Tensor]
+    ) -> torch.Tensor:
+        b, _, h, w = feats.shape
+        k = class_embeds.shape[0]
+        text = F.normalize(class_embeds.to(feats.dtype), dim=-1)
+        sim = torch.einsum("bchw,kc->bkhw", F.normalize(feats, dim=1), text)  # cosine maps
+        x = self.aspp(self.conv1(sim.reshape(b * k, 1, h, w)))  # [B*K, C, h, w]
+        text_feats = self.text_proj(text)[None]  # [1, K, Ct]
+        for layer in self.layers:
+            x = layer(x, text_feats)
+        projected = [proj(s) for proj, s in zip(self.skip_proj, skips)]
+        x = self.up2(self.up1(x, projected[0]), projected[1])
+        return self.head(x).view(b, k, x.shape[-2], x.shape[-1])

@@ -1,0 +1,106 @@
+"""`create_model(name, pretrained=None | "openai" | path)`: the one place that builds and loads models.
+
+Pretrained tags are apart from architectures. `"openai"` goes through open_clip's own resolver
+(HF hub `timm/vit_base_patch16_clip_224.openai`), a path goes through `open_clip.load_checkpoint`
+(which resizes the 14x14 positional embedding to the working grid). Both need QuickGELU, which
+every config here sets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from model.backbone import DenseClipVisual, set_finetune
+from model.config import ModelConfig, get_model_config
+from model.segmentor import SegmentationGraph, SemiDAViL
+from model.text import ClipTextEncoder
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The requested pretrained CLIP weights cannot be found (offline, missing file)."""
+
+
+def build_clip(cfg: ModelConfig) -> nn.Module:
+    """An open_clip `CLIP` with random weights for this config, pos-embed at the working size."""
+    import open_clip
+
+    vision = cfg.clip.vision
+    vision_cfg = {
+        "image_size": cfg.image_size,
+        "layers": vision.layers,
+        "width": vision.width,
+        "patch_size": vision.patch_size,
+        "head_width": vision.head_width,
+        "mlp_ratio": vision.mlp_ratio,
+    }
+    text = cfg.clip.text
+    text_cfg = {
+        "context_length": text.context_length,
+        "vocab_size": text.vocab_size,
+        "width": text.width,
+        "heads": text.heads,
+        "layers": text.layers,
+    }
+    return open_clip.CLIP(cfg.clip.embed_dim, vision_cfg, text_cfg, quick_gelu=cfg.clip.quick_gelu)
+
+
+def resolve_pretrained(cfg: ModelConfig, pretrained: str) -> str:
+    """Turn a pretrained tag or path into a local weights file, or raise PretrainedWeightsUnavailable."""
+    if os.path.exists(pretrained):
+        return str(pretrained)
+    if os.sep in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors")):
+        raise PretrainedWeightsUnavailable(f"pretrained weights file not found: {pretrained}")
+    import open_clip
+
+    name = cfg.clip.open_clip_name
+    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) if name else {}
+    if not tag_cfg:
+        raise PretrainedWeightsUnavailable(
+            f"no pretrained tag {pretrained!r} for {cfg.name} (open_clip model {name}); pass a weights file path"
+        )
+    try:
+        return open_clip.download_pretrained(tag_cfg)
+    except Exception as err:  # hub libraries raise many types when offline
+        raise PretrainedWeightsUnavailable(
+            f"CLIP weights {name}/{pretrained} are not in the local cache and the hub is offline "
+            f"({type(err).__name__}). Download them on a connected machine "
+            f"(SEMIDAVIL_ONLINE=1, or open_clip.create_model('{name}', pretrained='{pretrained}')) "
+            "or pass the weights file path as pretrained=."
+        ) from err
+
+
+def load_clip_weights(clip: nn.Module, cfg: ModelConfig, pretrained: str) -> None:
+    """Load CLIP weights (tag or path) into `clip`; with `vlp=False` only the text tower is kept."""
+    import open_clip
+
+    path = resolve_pretrained(cfg, pretrained)
+    if cfg.vlp:
+        open_clip.load_checkpoint(clip, path, strict=True)
+        return
+    visual_state = {k: v.clone() for k, v in clip.visual.state_dict().items()}
+    open_clip.load_checkpoint(clip, path, strict=True)
+    clip.visual.load_state_dict(visual_state)  # "w/o VLP": visual tower not from CLIP
+
+
+def create_model(
+    name: str | ModelConfig, pretrained: str | Path | None = None, finetune: str | None = None
+) -> SemiDAViL:
+    """Build a SemiDAViL model.
+
+    name: a registered config name (`model.config.list_models()`) or a ModelConfig.
+    pretrained: None (random CLIP), "openai" (open_clip's tag), or a path to a CLIP weights file
+        (.bin/.pt/.safetensors, open_clip or OpenAI layout). SemiDAViL checkpoints are loaded with
+        `model.checkpoint.load_model` instead.
+    finetune: override the config's ViT fine-tuning rule ("spatial", "full", "frozen").
+    """
+    cfg = name if isinstance(name, ModelConfig) else get_model_config(name)
+    clip = build_clip(cfg)
+    if pretrained is not None:
+        load_clip_weights(clip, cfg, str(pretrained))
+    visual = DenseClipVisual(clip.visual, cfg.skip_layers)
+    model = SemiDAViL(cfg, SegmentationGraph(visual, cfg), ClipTextEncoder(clip))
+    set_finetune(model.seg.visual, finetune or (cfg.finetune if cfg.vlp else "full"))
+    return model
