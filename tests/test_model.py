@@ -1,0 +1,236 @@
+"""The segmentation graph: shapes, the dense feature path by hand, DLG, gradients, configs."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import create_model, get_model_config, list_models
+from model.backbone import value_path
+from model.class_sets import get_class_set
+from model.config import DLGConfig, ModelConfig
+from model.dlg import DenseLanguageGuidance
+from model.text import TextEmbedder
+from tests.helpers import random_inputs
+
+SIZES = [(512, 512), (512, 1024)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create_model("semidavil-tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def vitb16():
+    torch.manual_seed(0)
+    return create_model("semidavil-vitb16").eval()
+
+
+def test_registry_lists_both_paper_and_tiny_configs():
+    names = list_models()
+    assert {"semidavil-vitb16", "semidavil-tiny"} <= set(names)
+    for name in names:
+        cfg = get_model_config(name)
+        assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(KeyError, match="unknown model config"):
+        get_model_config("semidavil-huge")
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(ValueError, match=r"dlg\.mode"):
+        get_model_config("semidavil-tiny", dlg=DLGConfig(mode="fancy"))
+    with pytest.raises(ValueError, match="2 skips"):
+        get_model_config("semidavil-tiny", skip_layers=(2,))
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("batch,num_classes,length", list(itertools.product([1, 2], [19, 16, 5], [1, 30])))
+def test_tiny_shapes(tiny, size, batch, num_classes, length):
+    inputs = random_inputs(batch, *size, num_classes, length, tiny.config.embed_dim)
+    with torch.no_grad():
+        logits = tiny(*inputs)
+    assert logits.shape == (batch, num_classes, *size)
+    assert logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_vitb16_shapes(vitb16, size):
+    """Full graph once per size; the (B, K, L) grid reuses the backbone features through DLG + decoder."""
+    seg = vitb16.seg
+    images, feats, mask, embeds = random_inputs(2, *size, 19, 30, 512)
+    with torch.no_grad():
+        logits = vitb16(images, feats, mask, embeds)
+        assert logits.shape == (2, 19, *size) and torch.isfinite(logits).all()
+        dense, skips = seg.features(images)
+        h, w = size[0] // 16, size[1] // 16
+        assert dense.shape == (2, 512, h, w)
+        assert [s.shape for s in skips] == [(2, 768, h, w)] * 2
+        for batch, k, length in itertools.product([1, 2], [19, 16, 5], [1, 30]):
+            _, f, m, e = random_inputs(batch, *size, k, length, 512, seed=k + length)
+            fused = seg.dlg(dense[:batch], f, m)
+            out = seg.decoder(fused, e, [s[:batch] for s in skips])
+            assert out.shape == (batch, k, size[0] // 4, size[1] // 4)
+            assert torch.isfinite(out).all()
+
+
+def test_non_multiple_of_patch_size_is_a_clear_error(tiny):
+    inputs = random_inputs(1, 130, 256, 5, 4, tiny.config.embed_dim)
+    with pytest.raises(ValueError, match="not a multiple of the patch size 16"):
+        tiny(*inputs)
+
+
+def _dense_by_hand(visual, images: torch.Tensor) -> torch.Tensor:
+    """MaskCLIP dense features computed with open_clip's own block forward (nn.MultiheadAttention)
+    and the value path written out from method.md 1.3 with explicit weight slices."""
+    x = visual.conv1(images).flatten(2).transpose(1, 2)
+    cls = visual.class_embedding.expand(x.shape[0], 1, -1)
+    x = visual.ln_pre(torch.cat([cls, x], 1) + visual.positional_embedding)
+    blocks = visual.transformer.resblocks
+    for block in blocks[:-1]:
+        x = block(x)  # open_clip's ResidualAttentionBlock.forward
+    last = blocks[-1]
+    d = x.shape[-1]
+    tokens = x[:, 1:]
+    w_v, b_v = last.attn.in_proj_weight[2 * d :], last.attn.in_proj_bias[2 * d :]
+    v = last.ln_1(tokens) @ w_v.T + b_v
+    v = tokens + v @ last.attn.out_proj.weight.T + last.attn.out_proj.bias
+    h = last.mlp.c_fc(last.ln_2(v))
+    v = v + last.mlp.c_proj(h * torch.sigmoid(1.702 * h))  # QuickGELU written out
+    e = visual.ln_post(v) @ visual.proj
+    e = e / e.norm(dim=-1, keepdim=True)
+    g = images.shape[-1] // 16
+    return e.transpose(1, 2).reshape(x.shape[0], -1, images.shape[-2] // 16, g)
+
+
+def test_dense_features_equal_hand_computation(tiny):
+    visual = tiny.seg.visual
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        dense, skips = visual(images)
+        expected = _dense_by_hand(visual, images)
+    torch.testing.assert_close(dense, expected, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(dense.norm(dim=1), torch.ones(()), atol=1e-5)
+    # the skip of layer 0 is the value path of block 0 applied to the ln_pre tokens
+    with torch.no_grad():
+        tokens, _ = visual.tokens(images)
+        v0 = value_path(visual.blocks[0], tokens[:, 1:]).transpose(1, 2).reshape(2, -1, 8, 8)
+    torch.testing.assert_close(skips[1], v0)
+
+
+def test_quick_gelu_is_used(tiny):
+    act = tiny.seg.visual.blocks[0].mlp.gelu
+    assert type(act).__name__ == "QuickGELU"
+
+
+def test_dlg_residual_is_identity_at_init():
+    dlg = DenseLanguageGuidance(64, "residual").eval()
+    visual = torch.randn(2, 64, 8, 16)
+    _, feats, mask, _ = random_inputs(2, 8, 8, 3, 12, 64)
+    assert torch.equal(dlg(visual, feats, mask), visual)
+
+
+@pytest.mark.parametrize("mode", ["residual", "literal", "repo"])
+def test_dlg_ignores_padded_tokens(mode):
+    torch.manual_seed(0)
+    dlg = DenseLanguageGuidance(64, mode).eval()
+    if mode == "residual":
+        torch.nn.init.normal_(dlg.gamma)
+    visual = torch.randn(2, 64, 4, 8)
+    _, feats, mask, _ = random_inputs(2, 8, 8, 3, 10, 64)
+    mask[1, 6:] = False
+    out = dlg(visual, feats, mask)
+    garbage = feats.clone()
+    garbage[~mask] = torch.randn_like(garbage[~mask]) * 100
+    longer_feats = torch.cat([garbage, torch.randn(2, 5, 64)], 1)
+    longer_mask = torch.cat([mask, torch.zeros(2, 5, dtype=torch.bool)], 1)
+    torch.testing.assert_close(dlg(visual, longer_feats, longer_mask), out)
+    assert not torch.equal(out, visual)
+
+
+def test_dlg_empty_caption_leaves_features_unchanged():
+    torch.manual_seed(0)
+    dlg = DenseLanguageGuidance(64, "residual")
+    torch.nn.init.normal_(dlg.gamma)
+    visual = torch.randn(2, 64, 4, 8)
+    feats, mask = torch.zeros(2, 1, 64), torch.zeros(2, 1, dtype=torch.bool)
+    assert torch.equal(dlg(visual, feats, mask), visual)
+
+
+def test_dlg_off_is_identity_and_has_no_parameters():
+    dlg = DenseLanguageGuidance(64, "off")
+    visual = torch.randn(1, 64, 4, 4)
+    assert dlg(visual, torch.randn(1, 3, 64), torch.ones(1, 3, dtype=torch.bool)) is visual
+    assert not list(dlg.parameters())
+
+
+def test_spatial_finetuning_gradients_reach_exactly_the_trainable_parameters():
+    torch.manual_seed(0)
+    m = create_model("semidavil-tiny").train()
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    visual_trainable = {n for n in trainable if n.startswith("seg.visual.")}
+    expected_visual = {
+        n
+        for n, _ in m.seg.visual.named_parameters(prefix="seg.visual")
+        if ".attn." in n or n.endswith("positional_embedding")
+    }
+    assert visual_trainable == expected_visual
+    assert not any(n.startswith("text.") for n in trainable)
+    assert all(n in trainable for n, _ in m.named_parameters() if n.startswith(("seg.dlg.", "seg.decoder.")))
+    m.seg.dlg.gamma.data.fill_(0.1)  # at gamma = 0 the DLG projections legitimately get zero gradient
+    inputs = random_inputs(2, 128, 128, 5, 6, m.config.embed_dim)
+    m(*inputs).logsumexp(1).mean().backward()
+    for name, p in m.named_parameters():
+        if name in trainable:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
+        else:
+            assert p.grad is None, f"frozen parameter {name} got a gradient"
+
+
+def test_text_embedder_class_and_caption_features(tiny):
+    te = TextEmbedder(tiny.text)
+    cs = get_class_set("cityscapes")
+    embeds = te.class_embeddings(cs.prompts())
+    assert embeds.shape == (19, tiny.config.embed_dim)
+    torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(19))
+    assert te.class_embeddings(cs.prompts()) is embeds  # cached
+    # concept averaging: road = normalised mean of its three prompts' pooled embeddings
+    tokens = te.tokenizer(["a photo of a road", "a photo of a street", "a photo of a parking space"])
+    with torch.no_grad():
+        pooled = tiny.text.pooled(tokens)
+    torch.testing.assert_close(embeds[0], F.normalize(pooled.mean(0), dim=0), rtol=1e-5, atol=1e-6)
+    feats, mask = te.caption_features(["a car on a wet road", "", "trees"])
+    n_tokens = len(te.tokenizer.encode("a car on a wet road")) + 2
+    assert feats.shape == (3, n_tokens, tiny.config.embed_dim)
+    assert mask.sum(1).tolist() == [n_tokens, 0, 3]
+    assert torch.equal(feats[1], torch.zeros_like(feats[1]))
+    stats = te.cache_stats()
+    te.caption_features(["trees"])
+    assert te.cache_stats()["caption_hits"] == stats["caption_hits"] + 1
+
+
+def test_caption_of_the_eot_token_equals_pooled_sentence(tiny):
+    te = TextEmbedder(tiny.text)
+    feats, mask = te.caption_features(["a bus next to a building"])
+    tokens = te.tokenizer(["a bus next to a building"])
+    with torch.no_grad():
+        pooled = F.normalize(tiny.text.pooled(tokens), dim=-1)
+    torch.testing.assert_close(feats[0, int(mask.sum()) - 1], pooled[0], rtol=1e-5, atol=1e-6)
+
+
+def test_resnet_skip_variant_builds_and_runs():
+    cfg = get_model_config("semidavil-tiny", skip_layers=(2,), conv_skip="resnet18")
+    m = create_model(cfg).eval()
+    inputs = random_inputs(1, 128, 256, 4, 5, cfg.embed_dim)
+    with torch.no_grad():
+        assert m(*inputs).shape == (1, 4, 128, 256)
+
+
+def test_no_vlp_trains_the_whole_visual_tower():
+    m = create_model(get_model_config("semidavil-tiny", vlp=False))
+    assert all(p.requires_grad for p in m.seg.visual.parameters())
