@@ -1,0 +1,38 @@
+"""torch.export of the segmentation graph (the Torch-TensorRT / ONNX input), dynamic batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model import create_model
+from model.export import export_graph
+from tests.helpers import random_inputs
+
+
+def _check_exported(graph, height, width, k, length, batches):
+    program = export_graph(graph, height, width, k, caption_length=length, max_batch=8)
+    module = program.module()
+    for b in batches:
+        inputs = random_inputs(b, height, width, k, length, graph.visual.embed_dim, seed=b)
+        with torch.no_grad():
+            expected = graph(*inputs)
+            got = module(*inputs)
+        assert got.shape == (b, k, height, width)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    return program
+
+
+def test_export_tiny_dynamic_batch():
+    torch.manual_seed(0)
+    graph = create_model("semidavil-tiny").seg.eval()
+    program = _check_exported(graph, 128, 256, 19, 77, batches=[1, 3])
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert any("scaled_dot_product" in t for t in targets), "fused attention should survive export"
+
+
+@pytest.mark.timeout_sensitive
+def test_export_vitb16_512x1024_dynamic_batch_matches_eager():
+    torch.manual_seed(0)
+    graph = create_model("semidavil-vitb16").seg.eval()
+    _check_exported(graph, 512, 1024, 19, 77, batches=[2, 1])
