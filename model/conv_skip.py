@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from model.preprocess import CLIP_MEAN, CLIP_STD
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -125,7 +125,7 @@ class TextEmbedder:
         return result
 
     @torch.inference_mode()
-    def _caption_tokens(self, caption: str) -> torch.Tensor:
+    def caption_tokens(self, caption: str) -> torch.Tensor:
         """One caption -> [n, c] per-token features (SOT..EOT, L2-normalised); n = 0 for ''."""
         cached = self._captions.get(caption)
         if cached is not None:
@@ -140,24 +140,14 @@ class TextEmbedder:
         self._captions.put(caption, feats)
         return feats
 
-    def caption_features(
-        self, captions: Sequence[str], min_length: int = 1
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def caption_features(self, captions: Sequence[str], min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions -> (feats [B, L, c] fp32, mask [B, L] bool, True = real token).
 
         L is the longest caption's token count (SOT..EOT, at most the context length), at least
         `min_length`; shorter ones are zero-padded. An empty caption has no real token at all,
         which turns the language guidance off for that image.
         """
-        per_caption = [self._caption_tokens(c) for c in captions]
-        length = max([min_length, *(f.shape[0] for f in per_caption)])
-        c = self.encoder.text_projection.shape[1]
-        feats = torch.zeros(len(captions), length, c, device=self.device)
-        mask = torch.zeros(len(captions), length, dtype=torch.bool, device=self.device)
-        for i, f in enumerate(per_caption):
-            feats[i, : f.shape[0]] = f
-            mask[i, : f.shape[0]] = True
-        return feats, mask
+        return pad_token_features([self.caption_tokens(c) for c in captions], min_length)
 
     def cache_stats(self) -> dict[str, int]:
         """Hit and miss counts of both caches."""
@@ -167,3 +157,15 @@ class TextEmbedder:
             "caption_hits": self._captions.hits,
             "caption_misses": self._captions.misses,
         }
+
+
+def pad_token_features(per_caption: Sequence[torch.Tensor], min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """B tensors [n_i, c] -> (feats [B, L, c] zero-padded, mask [B, L] bool), L = max(n_i, min_length)."""
+    length = max([min_length, *(f.shape[0] for f in per_caption)])
+    first = per_caption[0]
+    feats = first.new_zeros(len(per_caption), length, first.shape[1])
+    mask = torch.zeros(len(per_caption), length, dtype=torch.bool, device=first.device)
+    for i, f in enumerate(per_caption):
+        feats[i, : f.shape[0]] = f
+        mask[i, : f.shape[0]] = True
+    return feats, mask

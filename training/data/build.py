@@ -1,0 +1,93 @@
+"""Datasets of a run config: source, labeled/unlabeled target (seeded split) and target val."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from model.class_sets import get_class_set
+from training.data.cityscapes import CityscapesDataset, discover_cityscapes
+from training.data.errors import DatasetError
+from training.data.gta5 import GTA5Dataset
+from training.data.splits import make_split
+from training.data.synthia import SynthiaDataset
+
+
+def class_set_name(config: dict[str, Any]) -> str:
+    return "cityscapes" if config["data"]["num_classes"] == 19 else "synthia16"
+
+
+def class_names_for(config: dict[str, Any]) -> list[str]:
+    return list(get_class_set(class_set_name(config)).names)
+
+
+def class_prompts_for(config: dict[str, Any]) -> list[list[str]]:
+    return get_class_set(class_set_name(config)).prompts()
+
+
+def _captions(block: dict[str, Any], key: str, config: dict[str, Any]) -> Path | None:
+    """The captions file of a dataset block (relative to its root), or None without captions."""
+    if not config["data"]["use_captions"] or not block.get(key):
+        return None
+    path = Path(block[key])
+    path = path if path.is_absolute() else Path(block["root"]) / path
+    if not path.is_file():
+        raise DatasetError(
+            f"{path}: captions file not found; run `python -m training.captions --root {block['root']} ...` "
+            "to make it, or set data.use_captions=false"
+        )
+    return path
+
+
+def _size(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+def build_source(config: dict[str, Any]) -> Any:
+    block = config["data"]["source"]
+    common = {"resize": _size(block.get("resize")), "captions_file": _captions(block, "captions", config)}
+    if block["type"] == "gta5":
+        if config["data"]["num_classes"] != 19:
+            raise DatasetError("GTA5 source needs data.num_classes=19")
+        return GTA5Dataset(block["root"], **common)
+    if block["type"] == "synthia":
+        return SynthiaDataset(block["root"], num_classes=config["data"]["num_classes"], **common)
+    raise DatasetError(f"unknown source dataset type {block['type']!r} (gta5 or synthia)")
+
+
+def _target_check(block: dict[str, Any]) -> None:
+    if block["type"] != "cityscapes":
+        raise DatasetError(f"unknown target dataset type {block['type']!r} (cityscapes)")
+
+
+def target_split(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(labeled, unlabeled) names of the target train set for `data.num_labeled`, `data.split_seed`."""
+    block = config["data"]["target"]
+    _target_check(block)
+    names = [s.name for s in discover_cityscapes(Path(block["root"]), "train", labeled=False)]
+    return make_split(names, config["data"]["num_labeled"], config["data"]["split_seed"])
+
+
+def build_target_train(config: dict[str, Any], names: list[str], labeled: bool) -> CityscapesDataset:
+    block = config["data"]["target"]
+    return CityscapesDataset(
+        block["root"],
+        "train",
+        config["data"]["num_classes"],
+        labeled=labeled,
+        names=names,
+        resize=_size(block.get("resize")),
+        captions_file=_captions(block, "captions_train", config),
+    )
+
+
+def build_val_dataset(config: dict[str, Any]) -> CityscapesDataset:
+    """Target val at its native size (inference resizes to eval.size; labels stay full-res)."""
+    block = config["data"]["target"]
+    _target_check(block)
+    return CityscapesDataset(
+        block["root"],
+        "val",
+        config["data"]["num_classes"],
+        captions_file=_captions(block, "captions_val", config),
+    )

@@ -1,0 +1,107 @@
+"""Resumable training state in safetensors + JSON (no pickle), written atomically.
+
+One file holds student and teacher weights, the optimizer moments and a JSON header (step,
+resolved config, optimizer param groups). Writes go to a temp file that is fsynced and renamed
+over the old one, so a crash or a full disk mid-write leaves the previous state intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+STATE_KEY = "semidavil_train_state"
+
+
+class StateError(ValueError):
+    """A training state file cannot be used; the message names the file and the problem."""
+
+
+def _optimizer_tensors(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    sd = optimizer.state_dict()
+    tensors = {
+        f"optim.{idx}.{key}": value.detach().cpu().contiguous()
+        for idx, per_param in sd["state"].items()
+        for key, value in per_param.items()
+    }
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    """save_file to a temp file in the same folder, fsync, rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_state(
+    path: str | Path,
+    step: int,
+    student: nn.Module,
+    teacher: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write the state after `step` completed optimizer steps."""
+    tensors = {f"student.{k}": v.detach().cpu().clone() for k, v in student.state_dict().items()}
+    tensors.update({f"teacher.{k}": v.detach().cpu().clone() for k, v in teacher.state_dict().items()})
+    optim_tensors, groups = _optimizer_tensors(optimizer)
+    tensors.update(optim_tensors)
+    header = {"step": step, "config": config, "param_groups": groups, "extra": extra or {}}
+    atomic_save(tensors, {STATE_KEY: json.dumps(header)}, Path(path))
+
+
+def read_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """-> (header, tensors); StateError for a missing, truncated or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StateError(f"{path}: training state not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise StateError(f"{path}: unreadable training state (truncated or corrupt): {err}") from err
+    if STATE_KEY not in meta:
+        raise StateError(f"{path}: not a SemiDAViL training state")
+    return json.loads(meta[STATE_KEY]), tensors
+
+
+def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_state(
+    path: str | Path, student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore models and optimizer in place; returns the header (with `step`)."""
+    header, tensors = read_state(path)
+    device = next(student.parameters()).device
+    student.load_state_dict(_sub(tensors, "student."), strict=True)
+    teacher.load_state_dict(_sub(tensors, "teacher."), strict=True)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in _sub(tensors, "optim.").items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value if name == "step" else value.to(device)
+    optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+    return header

@@ -1,0 +1,361 @@
+"""The SemiDAViL training loop (method.md 2.6): DyCE on source + labeled target, mean-teacher
+consistency with CutMix on unlabeled target, AdamW + poly LR, EMA teacher, resumable."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from model import create_model, get_model_config, load_model, save_checkpoint
+from model.config import DLGConfig
+from model.hardware import fast_bf16
+from model.preprocess import to_model_input
+from model.segmentor import SemiDAViL
+from model.text import TextEmbedder, pad_token_features
+from training.augment import apply_cutmix, cutmix_box
+from training.config import dump
+from training.data.build import (
+    build_source,
+    build_target_train,
+    build_val_dataset,
+    class_names_for,
+    class_prompts_for,
+    target_split,
+)
+from training.data.splits import write_split
+from training.distributed import DistInfo, all_reduce_mean, barrier
+from training.ema import ema_decay, make_teacher, update_teacher
+from training.evaluation.evaluate import evaluate, write_report
+from training.losses.dyce import dyce_loss
+from training.optim import build_optimizer, poly_lr, set_lr
+from training.state import load_state, save_state
+from training.streams import StepBatchSampler, TrainStream
+
+log = logging.getLogger("semidavil.train")
+STATE_FILE = "state.safetensors"
+MODEL_FILE = "model.safetensors"
+
+
+def build_student(config: dict[str, Any]) -> SemiDAViL:
+    """The student model of a run config (model.* keys), optionally from a SemiDAViL checkpoint."""
+    mc = config["model"]
+    base = get_model_config(mc["name"])
+    cfg = get_model_config(
+        mc["name"], dlg=DLGConfig(mc["dlg"], base.dlg.heads, base.dlg.max_tokens), vlp=mc["vlp"]
+    )
+    model = create_model(cfg, pretrained=mc["pretrained"], finetune=mc["finetune"] if mc["vlp"] else "full")
+    if mc["init_checkpoint"]:
+        init, _ = load_model(mc["init_checkpoint"])
+        model.load_state_dict(init.state_dict(), strict=True)
+    return model
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors, keep strings and flags as lists."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+class Trainer:
+    """Owns models, data streams, optimizer and the run folder of one experiment."""
+
+    def __init__(self, config: dict[str, Any], run_dir: Path, info: DistInfo, progress: bool = True) -> None:
+        self.cfg, self.run_dir, self.info, self.progress = config, run_dir, info, progress and info.is_main
+        self.device = info.device
+        torch.manual_seed(config["seed"])  # identical initialisation on every rank
+        self.student = build_student(config).to(self.device)
+        self.teacher = make_teacher(self.student)
+        self.embedder = TextEmbedder(self.student.text)
+        self.class_embeds = self.embedder.class_embeddings(class_prompts_for(config))
+        self.class_names = class_names_for(config)
+        self.seg = (
+            DistributedDataParallel(
+                self.student.seg, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if info.enabled
+            else self.student.seg
+        )
+        self.optimizer = build_optimizer(self.student, config["optim"])
+        amp = config["optim"]["amp"]
+        self.amp = amp == "bf16" or (amp == "auto" and fast_bf16(self.device))
+        self.streams = self._build_streams()
+        self.start_step = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------------------- data
+    def _build_streams(self) -> dict[str, TrainStream]:
+        cfg, streams = self.cfg, self.cfg["method"]["streams"]
+        aug = {**cfg["method"], "caption_dropout": cfg["method"]["caption_dropout"]}
+        crop, seed = tuple(cfg["data"]["crop"]), cfg["seed"]
+        labeled, unlabeled = target_split(cfg) if {"labeled", "unlabeled"} & set(streams) else ([], [])
+        if self.info.is_main:
+            write_split(self.run_dir / "split.json", labeled, unlabeled, seed=cfg["data"]["split_seed"])
+        if "unlabeled" in streams and not unlabeled:
+            unlabeled = labeled  # fully labeled target (2975 row): consistency on the labeled images
+        out: dict[str, TrainStream] = {}
+        if "source" in streams:
+            out["source"] = TrainStream(build_source(cfg), "source", crop, aug, seed)
+        if "labeled" in streams:
+            if not labeled:
+                raise ValueError("method.streams has 'labeled' but data.num_labeled is 0")
+            out["labeled"] = TrainStream(build_target_train(cfg, labeled, True), "labeled", crop, aug, seed)
+        if "unlabeled" in streams:
+            out["unlabeled"] = TrainStream(
+                build_target_train(cfg, unlabeled, False), "unlabeled", crop, aug, seed
+            )
+        return out
+
+    def _batch_size(self, stream: str) -> int:
+        b = self.cfg["data"]["batch"]
+        return 2 * b["unlabeled"] if stream == "unlabeled" else b[stream]  # unlabeled: main + CutMix partner
+
+    def _loaders(self, start_micro: int, total_micro: int) -> dict[str, Iterator[dict[str, Any]]]:
+        workers = self.cfg["data"]["workers"]
+        loaders = {}
+        for name, stream in self.streams.items():
+            sampler = StepBatchSampler(
+                len(stream),
+                self._batch_size(name),
+                self.cfg["seed"],
+                name,
+                start_micro,
+                total_micro,
+                self.info.rank,
+                self.info.world,
+            )
+            loader = DataLoader(
+                stream,
+                batch_sampler=sampler,
+                num_workers=workers,
+                collate_fn=collate,
+                persistent_workers=workers > 0,
+                prefetch_factor=2 if workers > 0 else None,
+            )
+            loaders[name] = iter(loader)
+        return loaders
+
+    # ----------------------------------------------------------------------------- captions
+    def _tokens(self, captions: list[str], drop: list[bool]) -> list[torch.Tensor]:
+        return [self.embedder.caption_tokens("" if d else c) for c, d in zip(captions, drop)]
+
+    # ----------------------------------------------------------------------------- losses
+    def _pseudo_labels(self, unl: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher on the weak views: -> (pseudo labels [2B, h, w] long, confidence [2B, h, w])."""
+        images = to_model_input(unl["image"].to(self.device))
+        feats, mask = pad_token_features(self._tokens(unl["caption"], [False] * len(unl["caption"])))
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            probs = self.teacher(images, feats, mask, self.class_embeds).float().softmax(1)
+        conf, pseudo = probs.max(1)
+        return pseudo, conf
+
+    def _mixed_view(self, unl: dict[str, Any], pseudo: torch.Tensor, conf: torch.Tensor) -> dict[str, Any]:
+        """Strong view of the main half, CutMix'ed (p = cutmix_p) with the partner half."""
+        n = len(unl["caption"]) // 2
+        m = self.cfg["method"]
+        h, w = pseudo.shape[-2:]
+        boxes = []
+        for i in range(n):
+            use = unl["cutmix_u"][i] < m["cutmix_p"]
+            rng = np.random.default_rng(unl["cutmix_seed"][i])
+            box = cutmix_box(h, w, rng, tuple(m["cutmix_area"])) if use else np.zeros((h, w), dtype=bool)
+            boxes.append(torch.from_numpy(box))
+        box = torch.stack(boxes).to(self.device)
+        strong = unl["strong"].to(self.device)
+        valid = unl["valid"].to(self.device)
+        tokens = self._tokens(unl["caption"], unl["caption_drop"])
+        mixed_tokens = [
+            torch.cat([tokens[i], tokens[n + i]]) if bool(box[i].any()) else tokens[i] for i in range(n)
+        ]
+        return {
+            "image": apply_cutmix(box, strong[:n], strong[n:]),
+            "pseudo": apply_cutmix(box, pseudo[:n], pseudo[n:]),
+            "conf": apply_cutmix(box, conf[:n], conf[n:]),
+            "valid": apply_cutmix(box, valid[:n], valid[n:]),
+            "tokens": mixed_tokens,
+        }
+
+    def _supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        m = self.cfg["method"]
+        if m["dyce"]:
+            return dyce_loss(logits, labels, m["dyce_h"], m["dyce_omega"])
+        return F.cross_entropy(logits.float(), labels, ignore_index=255)
+
+    def _consistency_loss(self, logits: torch.Tensor, mix: dict[str, Any]) -> tuple[torch.Tensor, float]:
+        ce = F.cross_entropy(logits.float(), mix["pseudo"], reduction="none")
+        confident = (mix["conf"] >= self.cfg["method"]["threshold"]) & mix["valid"]
+        n_valid = mix["valid"].sum().clamp(min=1)
+        return (ce * confident).sum() / n_valid, float(confident.sum() / n_valid)
+
+    def step_loss(self, batches: dict[str, dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
+        """One micro-batch: -> (total loss, scalar logs)."""
+        images, tokens, labels = [], [], []
+        for name in ("source", "labeled"):
+            if name in batches:
+                b = batches[name]
+                images.append(b["image"])
+                tokens += self._tokens(b["caption"], b["caption_drop"])
+                labels.append(b["label"])
+        n_sup = sum(x.shape[0] for x in images)
+        mix = None
+        if "unlabeled" in batches and self.cfg["method"]["ct"]:
+            mix = self._mixed_view(batches["unlabeled"], *self._pseudo_labels(batches["unlabeled"]))
+            tokens += mix["tokens"]
+        if mix is not None:
+            images.append(mix["image"])
+        x = to_model_input(torch.cat([i.to(self.device) for i in images]))
+        feats, mask = pad_token_features(tokens)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.seg(x, feats, mask, self.class_embeds)
+        logs: dict[str, float] = {}
+        loss = logits.new_zeros(())
+        if n_sup:
+            sup = self._supervised_loss(logits[:n_sup], torch.cat(labels).to(self.device))
+            loss = loss + sup
+            logs["sup"] = sup.item()
+        if mix is not None:
+            ct, coverage = self._consistency_loss(logits[n_sup:], mix)
+            loss = loss + self.cfg["method"]["lambda_u"] * ct
+            logs.update(ct=ct.item(), coverage=coverage)
+        logs["loss"] = loss.item()
+        return loss, logs
+
+    # ----------------------------------------------------------------------------- loop
+    def resume_if_possible(self) -> None:
+        path = self.run_dir / STATE_FILE
+        if path.is_file():
+            header = load_state(path, self.student, self.teacher, self.optimizer)
+            self.start_step = int(header["step"])
+            self.history = header["extra"].get("history", [])
+            log.info("resumed from %s at step %d", path, self.start_step)
+
+    def _optimizer_step(self, step: int) -> None:
+        o = self.cfg["optim"]
+        if o["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), o["grad_clip"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        update_teacher(self.teacher, self.student, ema_decay(step, self.cfg["method"]["ema"]))
+
+    def _lr(self, step: int) -> float:
+        o = self.cfg["optim"]
+        return poly_lr(step, o["lr"], o["iters"], o["poly_power"], o["warmup_iters"])
+
+    def train(self) -> dict[str, Any]:
+        """Run from `start_step` to `optim.iters`; returns the final evaluation report (rank 0)."""
+        o, lg = self.cfg["optim"], self.cfg["log"]
+        accum, total = o["accum_steps"], o["iters"]
+        loaders = self._loaders(self.start_step * accum, total * accum)
+        self._truncate_csv(self.start_step)
+        bar = tqdm(
+            total=total, initial=self.start_step, disable=not self.progress, desc=self.cfg["experiment"]
+        )
+        self.student.train()
+        t0, window = time.perf_counter(), []
+        for step in range(self.start_step, total):
+            set_lr(self.optimizer, self._lr(step))
+            for _ in range(accum):
+                loss, logs = self.step_loss({k: next(v) for k, v in loaders.items()})
+                (loss / accum).backward()
+            self._optimizer_step(step)
+            window.append(logs)
+            done = step + 1
+            if done % lg["every"] == 0 or done == total:
+                self._log(done, window, time.perf_counter() - t0, bar)
+                t0, window = time.perf_counter(), []
+            bar.update(1)
+            if done % lg["checkpoint_every"] == 0 or done == total:
+                self.save(done)
+            if self.cfg["eval"]["every"] and done % self.cfg["eval"]["every"] == 0 and done != total:
+                self.run_eval(done, tag=f"eval_{done:06d}")
+        bar.close()
+        return self.finish()
+
+    def _log(self, step: int, window: list[dict[str, float]], seconds: float, bar: tqdm) -> None:
+        keys = sorted({k for w in window for k in w})
+        means = {k: float(np.mean([w[k] for w in window if k in w])) for k in keys}
+        means = all_reduce_mean(means, self.info)
+        row = {"step": step, "lr": self._lr(step - 1), "it_per_s": len(window) / max(seconds, 1e-9), **means}
+        if self.info.is_main:
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
+            self._append_csv(row)
+            log.info("step %d %s", step, {k: round(v, 5) for k, v in row.items() if k != "step"})
+
+    def _append_csv(self, row: dict[str, Any]) -> None:
+        path = self.run_dir / "metrics.csv"
+        fields = ["step", "lr", "it_per_s", "loss", "sup", "ct", "coverage", "miou"]
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _truncate_csv(self, step: int) -> None:
+        """Drop log rows after the resumed step (they were written after the last checkpoint)."""
+        path = self.run_dir / "metrics.csv"
+        if not self.info.is_main or not path.exists():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if int(r["step"]) <= step]
+        if len(kept) != len(rows):
+            path.unlink()
+            for r in kept:
+                self._append_csv(r)
+
+    def save(self, step: int) -> None:
+        if self.info.is_main:
+            extra = {"history": self.history}
+            save_state(
+                self.run_dir / STATE_FILE, step, self.student, self.teacher, self.optimizer, self.cfg, extra
+            )
+        barrier(self.info)
+
+    def eval_model(self) -> SemiDAViL:
+        return self.teacher if self.cfg["eval"]["model"] == "teacher" else self.student
+
+    def run_eval(self, step: int, tag: str) -> dict[str, Any] | None:
+        """Evaluate on target val (rank 0); logs mIoU and writes `<tag>.md/json` in the run folder."""
+        report = None
+        if self.info.is_main:
+            model = self.eval_model()
+            cm = evaluate(
+                model, self.embedder, self.class_embeds, build_val_dataset(self.cfg), self.cfg["eval"], self.amp,
+                self.progress,
+            )  # fmt: skip
+            report = write_report(cm, self.class_names, self.run_dir, tag)
+            self.history.append({"step": step, "miou": report["miou"]})
+            self._append_csv({"step": step, "miou": report["miou"]})
+            log.info("step %d eval mIoU %.2f", step, report["miou"] or float("nan"))
+        self.student.train()
+        barrier(self.info)
+        return report
+
+    def finish(self) -> dict[str, Any]:
+        """Final evaluation and the deployable checkpoint (eval model weights + metrics header)."""
+        report = self.run_eval(self.cfg["optim"]["iters"], tag="eval_final")
+        if self.info.is_main and report is not None:
+            metrics = {
+                "miou": report["miou"],
+                "iou": report["iou"],
+                "eval": {k: self.cfg["eval"][k] for k in ("mode", "size", "model")},
+                "dataset": self.cfg["data"]["target"]["root"],
+            }
+            save_checkpoint(self.run_dir / MODEL_FILE, self.eval_model(), self.class_names, self.cfg, metrics)
+            dump(self.cfg, self.run_dir / "config.yaml")
+        barrier(self.info)
+        return report or {}
