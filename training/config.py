@@ -94,8 +94,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         config = merge(config, load_file(path))
     for item in overrides or []:
         apply_override(config, *parse_override(item))
+    _normalise_off(config)
     validate(config)
     return config
+
+
+def _normalise_off(config: dict[str, Any]) -> None:
+    """YAML 1.1 reads a bare `off` as False; these keys mean the string "off"."""
+    for section, key in (("model", "dlg"), ("optim", "amp")):
+        if config[section][key] is False:
+            config[section][key] = "off"
 
 
 def validate(config: dict[str, Any]) -> None:

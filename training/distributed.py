@@ -59,3 +59,17 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def replicas_in_sync(module: torch.nn.Module, info: DistInfo) -> bool:
+    """True when every rank's parameters equal rank 0's exactly (broadcast and compare)."""
+    if not info.enabled:
+        return True
+    ok = torch.ones(1, device=info.device)
+    for p in module.parameters():
+        reference = p.detach().clone()
+        dist.broadcast(reference, src=0)
+        if not torch.equal(reference, p.detach()):
+            ok.zero_()
+    dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item())

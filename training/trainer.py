@@ -34,7 +34,7 @@ from training.data.build import (
     target_split,
 )
 from training.data.splits import write_split
-from training.distributed import DistInfo, all_reduce_mean, barrier
+from training.distributed import DistInfo, all_reduce_mean, barrier, replicas_in_sync
 from training.ema import ema_decay, make_teacher, update_teacher
 from training.evaluation.evaluate import evaluate, write_report
 from training.losses.dyce import dyce_loss
@@ -282,7 +282,16 @@ class Trainer:
             if self.cfg["eval"]["every"] and done % self.cfg["eval"]["every"] == 0 and done != total:
                 self.run_eval(done, tag=f"eval_{done:06d}")
         bar.close()
+        self.check_replicas()
         return self.finish()
+
+    def check_replicas(self) -> None:
+        """Under DDP, verify every rank holds the same student and teacher; raise if not."""
+        if not self.info.enabled:
+            return
+        if not (replicas_in_sync(self.student, self.info) and replicas_in_sync(self.teacher, self.info)):
+            raise RuntimeError("DDP replicas diverged: parameters differ between processes")
+        log.info("replicas in sync across %d processes", self.info.world)
 
     def _log(self, step: int, window: list[dict[str, float]], seconds: float, bar: tqdm) -> None:
         keys = sorted({k for w in window for k in w})
