@@ -1,0 +1,710 @@
+"""Per-stage parameters, GFLOPs and eager CPU fp32 latency of the segmentation graph.
+
+Stages of `SemiDAViL.seg` (see model/segmentor.py):
+  backbone  seg.features(images)           = seg.visual (+ seg.conv_skip when the config has one)
+  DLG       seg.dlg(dense, caption_feats, caption_mask)
+  decoder   seg.decoder(fused, class_embeds, skips)
+  upsample  F.interpolate(logits, input size, bilinear)   (no parameters)
+The frozen CLIP text tower (`model.text`) runs outside the graph; its parameters are listed on
+their own line and it is not timed here.
+
+FLOPs come from `torch.utils.flop_counter.FlopCounterMode` and are reported as GFLOPs = 2 x MACs
+(FlopCounterMode's convention). It counts matrix products and convolutions only; this script adds a
+formula for `scaled_dot_product_attention` when the installed torch has none for the op that runs
+on CPU (torch 2.13 has none), and lists the ops that ran without being counted.
+
+The issue's target: "DLG plus decoder cost no more than 25 % of the backbone's time at 512x1024 on
+CPU, eager fp32, batch 1" -> (DLG + decoder) / backbone median time, PASS when <= 25 %.
+
+Run from the repository root:  python bench/model_profile.py [--help]
+Writes the `model_profile` section of BENCHMARKS.md (unless --no-write) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/model_profile.py` puts bench/, not the root, on sys.path
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode, flop_registry  # noqa: E402
+
+import model  # noqa: E402  (before open_clip: env defaults, torchvision shim)
+from bench.common import (  # noqa: E402
+    BENCHMARKS_MD,
+    command_line,
+    format_machine,
+    machine_info,
+    markdown_table,
+    median_time,
+    parse_size,
+    synthetic_inputs,
+    write_section,
+)
+
+SECTION = "model_profile"
+SCRIPT = "bench/model_profile.py"
+DEFAULT_CONFIGS = ("semidavil-vitb16", "semidavil-tiny")
+DEFAULT_SIZES = ("512x512", "512x1024")
+QUICK_CONFIGS = ("semidavil-tiny",)
+QUICK_SIZES = ("128x128", "128x256")
+TARGET_SIZE = (512, 1024)
+TARGET_RATIO = 0.25
+STAGES = ("backbone", "dlg", "decoder", "upsample")
+STAGE_LABELS = {
+    "backbone": "backbone",
+    "dlg": "DLG",
+    "decoder": "decoder",
+    "upsample": "final upsample",
+}
+STAGE_MODULES = {
+    "backbone": "seg.visual + seg.conv_skip",
+    "dlg": "seg.dlg",
+    "decoder": "seg.decoder",
+    "upsample": "F.interpolate (bilinear)",
+}
+
+# Ops that only move or re-view memory: not "uncounted compute" worth listing.
+_NO_COMPUTE_OPS = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "transpose",
+    "permute",
+    "expand",
+    "t",
+    "unsqueeze",
+    "squeeze",
+    "slice",
+    "select",
+    "split",
+    "split_with_sizes",
+    "unbind",
+    "detach",
+    "alias",
+    "clone",
+    "contiguous",
+    "_to_copy",
+    "to",
+    "copy_",
+    "empty",
+    "empty_like",
+    "zeros",
+    "zeros_like",
+    "ones",
+    "ones_like",
+    "new_empty",
+    "new_zeros",
+    "full",
+    "scalar_tensor",
+    "lift_fresh",
+    "cat",
+    "stack",
+    "constant_pad_nd",
+    "as_strided",
+    "arange",
+    "expand_as",
+    "flatten",
+    "index",
+    "_reshape_alias",
+}
+
+
+# ------------------------------------------------------------------------------------------------ FLOPs
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs (2 x MACs) of softmax(Q K^T) V: 2*B*H*Sq*Sk*Dq + 2*B*H*Sq*Sk*Dv (GQA broadcast allowed).
+
+    Same formula as torch's own `sdpa_flop_count` for the CUDA kernels; masks and causality are
+    ignored (the model uses neither), softmax and scaling are not counted.
+    """
+    *batch, s_q, d_q = query_shape
+    s_k = key_shape[-2]
+    d_v = value_shape[-1]
+    bh = 1
+    for dim in batch:
+        bh *= dim
+    return 2 * bh * s_q * s_k * d_q + 2 * bh * s_q * s_k * d_v
+
+
+def attention_ops() -> list[Any]:
+    """The CPU attention ops that FlopCounterMode has no formula for in this torch version."""
+    aten = torch.ops.aten
+    names = ("scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    ops = [getattr(aten, n) for n in names if hasattr(aten, n)]
+    return [op for op in ops if op not in flop_registry]
+
+
+def _op_name(op: Any) -> str:
+    return str(op).removeprefix("aten.").split(".")[0]
+
+
+def _is_attention(op: Any) -> bool:
+    return "attention" in _op_name(op)
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Records the ops that run without a FLOP formula, decomposing as FlopCounterMode does.
+
+    FlopCounterMode decomposes composite ops it has no formula for (`linear` -> `addmm`) before
+    counting. A composite whose decomposition reaches no counted op is recorded under its own name
+    (`upsample_bilinear2d`, not its `_unsafe_index`/`mul`/`add` pieces).
+    """
+
+    def __init__(self, counted: set[Any]) -> None:
+        super().__init__()
+        self.counted = counted
+        self.n_counted = 0
+        self.events: list[Any] = []
+
+    @property
+    def ops(self) -> set[Any]:
+        return set(self.events)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        packet = func.overloadpacket
+        if packet in self.counted:
+            self.n_counted += 1
+            return func(*args, **kwargs)
+        n_counted, n_events = self.n_counted, len(self.events)
+        with self:
+            out = func.decompose(*args, **kwargs)
+        if out is NotImplemented:
+            self.events.append(packet)
+            return func(*args, **kwargs)
+        if self.n_counted == n_counted:  # nothing counted inside: name the composite itself
+            del self.events[n_events:]
+            self.events.append(packet)
+        return out
+
+
+def count_flops(fn, custom: dict[Any, Any]) -> dict[str, Any]:
+    """Run `fn()` under FlopCounterMode; FLOPs by op name, attention FLOPs and the uncounted ops."""
+    counted = set(flop_registry) | set(custom)
+    with FlopCounterMode(display=False, custom_mapping=custom) as counter, _OpRecorder(counted) as recorder:
+        fn()
+    by_op = {_op_name(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    uncounted = sorted(
+        {_op_name(op) for op in recorder.ops if op not in counted} - _NO_COMPUTE_OPS,
+    )
+    attention_names = [n for n in by_op if "attention" in n]
+    if len([n for n in attention_names if by_op[n]]) > 1:  # a composite and its kernel both counted
+        raise RuntimeError(f"attention counted twice: {attention_names}")
+    return {
+        "flops": sum(by_op.values()),
+        "attention_flops": sum(by_op[n] for n in attention_names),
+        "by_op": by_op,
+        "uncounted_ops": uncounted,
+    }
+
+
+def expected_backbone_attention_flops(cfg: model.ModelConfig, height: int, width: int, batch: int = 1) -> int:
+    """Analytic ViT self-attention FLOPs: the last block takes the value path (no q-k attention)."""
+    v = cfg.clip.vision
+    tokens = 1 + (height // v.patch_size) * (width // v.patch_size)
+    return (v.layers - 1) * 2 * 2 * batch * tokens * tokens * v.width
+
+
+# ----------------------------------------------------------------------------------------------- params
+
+
+def _count(modules: Sequence[nn.Module | None], seen: set[int]) -> dict[str, int]:
+    total = trainable = 0
+    for module in modules:
+        if module is None:
+            continue
+        for p in module.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+    return {"all": total, "trainable": trainable}
+
+
+def count_parameters(net: model.SemiDAViL) -> dict[str, dict[str, int]]:
+    """Parameters (all / requires_grad) per stage, the text tower, the graph and the whole model.
+
+    A parameter shared between stages is counted once, in the first stage that has it.
+    """
+    seg = net.seg
+    seen: set[int] = set()
+    out = {
+        "backbone": _count([seg.visual, seg.conv_skip], seen),
+        "dlg": _count([seg.dlg], seen),
+        "decoder": _count([seg.decoder], seen),
+        "upsample": {"all": 0, "trainable": 0},
+    }
+    out["seg_other"] = _count([seg], seen)  # anything in the graph outside the named stages
+    out["seg"] = {k: sum(out[s][k] for s in (*STAGES, "seg_other")) for k in ("all", "trainable")}
+    out["text"] = _count([net.text], seen)
+    out["model_other"] = _count([net], seen)
+    out["model"] = {k: out["seg"][k] + out["text"][k] + out["model_other"][k] for k in ("all", "trainable")}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+
+def _stage_fns(seg, images, caption_feats, caption_mask, class_embeds):
+    """Stage callables on fixed inputs (each stage's input computed once), plus the whole graph."""
+    dense, skips = seg.features(images)
+    fused = seg.dlg(dense, caption_feats, caption_mask)
+    logits = seg.decoder(fused, class_embeds, skips)
+    size = images.shape[-2:]
+    fns = {
+        "backbone": lambda: seg.features(images),
+        "dlg": lambda: seg.dlg(dense, caption_feats, caption_mask),
+        "decoder": lambda: seg.decoder(fused, class_embeds, skips),
+        "upsample": lambda: F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False),
+    }
+    whole = lambda: seg(images, caption_feats, caption_mask, class_embeds)  # noqa: E731
+    return fns, whole
+
+
+def profile_config(
+    name: str, sizes: Sequence[tuple[int, int]], args: argparse.Namespace, custom: dict[Any, Any]
+) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    net = model.create_model(name).eval()
+    cfg = net.config
+    params = count_parameters(net)
+    runs = []
+    for height, width in sizes:
+        print(f"[model_profile] {name} {height}x{width} ...", file=sys.stderr, flush=True)
+        inputs = synthetic_inputs(
+            1, height, width, args.classes, args.caption_length, cfg.embed_dim, seed=args.seed
+        )
+        with torch.inference_mode():
+            fns, whole = _stage_fns(net.seg, *inputs)
+            flops = {stage: count_flops(fn, custom) for stage, fn in fns.items()}
+            whole_flops = count_flops(whole, custom)
+            times = {stage: median_time(fn, args.repeats, args.warmup) for stage, fn in fns.items()}
+            whole_time = median_time(whole, args.repeats, args.warmup)
+        backbone, dlg, decoder = (times[s]["median"] for s in ("backbone", "dlg", "decoder"))
+        runs.append(
+            {
+                "config": name,
+                "size": (height, width),
+                "flops": flops,
+                "whole_flops": whole_flops,
+                "expected_backbone_attention_flops": expected_backbone_attention_flops(cfg, height, width),
+                "times": times,
+                "whole_time": whole_time,
+                "ratio": (dlg + decoder) / backbone,
+                "ratio_min": (times["dlg"]["min"] + times["decoder"]["min"]) / times["backbone"]["min"],
+                "ratio_with_upsample": (dlg + decoder + times["upsample"]["median"]) / backbone,
+            }
+        )
+        del fns, whole, inputs
+        gc.collect()
+    del net
+    gc.collect()
+    return {"config": name, "params": params, "runs": runs}
+
+
+# -------------------------------------------------------------------------------------------- markdown
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+
+
+def _g(flops: int) -> str:
+    g = flops / 1e9
+    return "0" if flops == 0 else (f"{g:.2f}" if g >= 1 else f"{g:.4f}")
+
+
+def _n(count: int) -> str:
+    return f"{count:,}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def params_table(results: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for res in results:
+        p = res["params"]
+        for stage in STAGES:
+            rows.append(
+                [
+                    res["config"],
+                    STAGE_LABELS[stage],
+                    STAGE_MODULES[stage],
+                    _n(p[stage]["all"]),
+                    _n(p[stage]["trainable"]),
+                ]
+            )
+        if p["seg_other"]["all"]:
+            rows.append(
+                [
+                    res["config"],
+                    "other (graph)",
+                    "seg, outside the stages",
+                    _n(p["seg_other"]["all"]),
+                    _n(p["seg_other"]["trainable"]),
+                ]
+            )
+        rows.append([res["config"], "**graph total**", "seg", _n(p["seg"]["all"]), _n(p["seg"]["trainable"])])
+        rows.append(
+            [
+                res["config"],
+                "text tower (frozen)",
+                "model.text, outside the graph",
+                _n(p["text"]["all"]),
+                _n(p["text"]["trainable"]),
+            ]
+        )
+        if p["model_other"]["all"]:
+            rows.append(
+                [
+                    res["config"],
+                    "other (model)",
+                    "model, outside seg and text",
+                    _n(p["model_other"]["all"]),
+                    _n(p["model_other"]["trainable"]),
+                ]
+            )
+        rows.append(
+            [
+                res["config"],
+                "**model total**",
+                "seg + text",
+                _n(p["model"]["all"]),
+                _n(p["model"]["trainable"]),
+            ]
+        )
+    return markdown_table(["Config", "Stage", "Modules", "Params", "Trainable"], rows, "lllrr")
+
+
+def cost_table(results: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for res in results:
+        for run in res["runs"]:
+            stage_sum = sum(run["times"][s]["median"] for s in STAGES)
+            for stage in STAGES:
+                f, t = run["flops"][stage], run["times"][stage]
+                rows.append(
+                    [
+                        res["config"],
+                        _size(run["size"]),
+                        STAGE_LABELS[stage],
+                        _g(f["flops"]),
+                        _g(f["attention_flops"]),
+                        _ms(t["median"]),
+                        f"{_ms(t['min'])}–{_ms(t['max'])}",
+                        f"{_ms(t['p25'])}–{_ms(t['p75'])}",
+                        _pct(t["median"] / stage_sum) if stage_sum else "-",
+                    ]
+                )
+            rows.append(
+                [
+                    res["config"],
+                    _size(run["size"]),
+                    "sum of stages",
+                    _g(sum(run["flops"][s]["flops"] for s in STAGES)),
+                    _g(sum(run["flops"][s]["attention_flops"] for s in STAGES)),
+                    _ms(stage_sum),
+                    "",
+                    "",
+                    "100.0 %",
+                ]
+            )
+            w, wt = run["whole_flops"], run["whole_time"]
+            rows.append(
+                [
+                    res["config"],
+                    _size(run["size"]),
+                    "whole graph (seg forward)",
+                    _g(w["flops"]),
+                    _g(w["attention_flops"]),
+                    _ms(wt["median"]),
+                    f"{_ms(wt['min'])}–{_ms(wt['max'])}",
+                    f"{_ms(wt['p25'])}–{_ms(wt['p75'])}",
+                    "",
+                ]
+            )
+    header = [
+        "Config",
+        "Input",
+        "Stage",
+        "GFLOPs",
+        "of which SDPA attention",
+        "Median ms",
+        "Min–max ms",
+        "IQR ms",
+        "Time share",
+    ]
+    return markdown_table(header, rows, "lllrrrrrr")
+
+
+def target_table(results: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for res in results:
+        for run in res["runs"]:
+            t = run["times"]
+            at_target = tuple(run["size"]) == TARGET_SIZE
+            verdict = (
+                ("PASS" if run["ratio"] <= TARGET_RATIO else "FAIL")
+                if at_target
+                else "(info: not the target size)"
+            )
+            rows.append(
+                [
+                    res["config"],
+                    _size(run["size"]),
+                    _ms(t["backbone"]["median"]),
+                    _ms(t["dlg"]["median"]),
+                    _ms(t["decoder"]["median"]),
+                    _pct(run["ratio"]),
+                    _pct(run["ratio_min"]),
+                    _pct(run["ratio_with_upsample"]),
+                    verdict,
+                ]
+            )
+    header = [
+        "Config",
+        "Input",
+        "Backbone ms",
+        "DLG ms",
+        "Decoder ms",
+        "(DLG + decoder) / backbone",
+        "same, from min times",
+        "incl. final upsample",
+        f"vs {TARGET_RATIO:.0%}",
+    ]
+    return markdown_table(header, rows, "llrrrrrrl")
+
+
+def notes(results: Sequence[dict[str, Any]], custom: dict[Any, Any]) -> str:
+    uncounted: dict[str, set[str]] = defaultdict(set)
+    checks = []
+    for res in results:
+        for run in res["runs"]:
+            for stage in STAGES:
+                uncounted[stage].update(run["flops"][stage]["uncounted_ops"])
+            got = run["flops"]["backbone"]["attention_flops"]
+            want = run["expected_backbone_attention_flops"]
+            status = "ok" if got == want else "MISMATCH"
+            checks.append(
+                f"{res['config']} {_size(run['size'])}: {_g(got)} counted vs {_g(want)} analytic ({status})"
+            )
+    added = ", ".join(f"`aten.{_op_name(op)}`" for op in custom) or "none needed"
+    lines = [
+        "- GFLOPs are `torch.utils.flop_counter.FlopCounterMode` totals, i.e. 2 x multiply-accumulates "
+        "(a multiply and an add each count as one FLOP). Counted: matrix products (`mm`, `addmm`, `bmm`, "
+        "`baddbmm`: `nn.Linear`, `@`, `einsum`) and convolutions (incl. the patch embedding and the "
+        "transposed convolutions), plus scaled-dot-product attention (below).",
+        f"- Attention: this torch's FlopCounterMode has no formula for the CPU attention op, so one is "
+        f"added for {added}: 2·B·H·Sq·Sk·(Dq + Dv) (same formula torch uses for its CUDA kernels; "
+        "softmax not counted). The DLG's attention is written as explicit matmuls and is counted "
+        "natively. Check of the ViT self-attention (every block but the last, which takes the value "
+        "path without q-k attention; N = 1 + h·w tokens, D = width) against 4·N²·D per block: "
+        + "; ".join(checks)
+        + ".",
+        "- Not counted (elementwise, normalisation, softmax, pooling, resampling; ops that ran, by stage): "
+        + "; ".join(
+            f"{STAGE_LABELS[s]}: {', '.join(f'`{o}`' for o in sorted(uncounted[s])) or 'none'}"
+            for s in STAGES
+        )
+        + ". In particular the final bilinear upsample (`upsample_bilinear2d`) counts as 0 GFLOPs "
+        "(analytically about 7 FLOPs per output value: 7·K·H·W ≈ 0.07 GFLOPs for K = 19 at 512x1024) and "
+        "the positional-embedding resize (bicubic) is not counted.",
+        "- Stage times are measured separately on fixed stage inputs (each stage's input computed once), "
+        "so the sum of stages and the whole-graph time differ slightly (allocations, caches).",
+        "- Parameters: `Trainable` = `requires_grad` under the config's fine-tuning rule (`spatial` "
+        "for the ViT: attention projections and positional embedding only). The text tower is frozen and "
+        "runs outside the graph (class and caption embeddings are inputs), so it is neither in the graph's "
+        "FLOPs nor timed. Weights are random (seed); latency does not depend on their values.",
+    ]
+    return "\n".join(lines)
+
+
+def render(
+    results: Sequence[dict[str, Any]],
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    machine: dict[str, Any],
+    custom: dict[Any, Any],
+) -> str:
+    quick = "\n**Quick mode (smoke test): not for comparison.**\n" if args.quick else ""
+    settings = (
+        f"eager CPU, fp32, batch 1, K = {args.classes} classes, caption length L = {args.caption_length} "
+        f"(all tokens real), `torch.inference_mode()`, random weights (seed {args.seed}); "
+        f"{args.warmup} warm-up + {args.repeats} timed repeat(s) per stage, median, min–max and IQR "
+        f"(p25–p75) in ms; {machine['torch_threads']} intra-op thread(s)."
+    )
+    return "\n".join(
+        [
+            "## Model profile: parameters, GFLOPs and CPU latency per stage",
+            quick,
+            f"Command (from the repository root): `{command_line(SCRIPT, argv)}`",
+            "",
+            f"Settings: {settings}",
+            "",
+            "Machine:",
+            "",
+            format_machine(machine),
+            "",
+            "### Parameters",
+            "",
+            params_table(results),
+            "",
+            "### GFLOPs and latency",
+            "",
+            cost_table(results),
+            "",
+            f"### Target: (DLG + decoder) time ≤ {TARGET_RATIO:.0%} of the backbone's at "
+            f"{_size(TARGET_SIZE)} (CPU, eager fp32, batch 1)",
+            "",
+            target_table(results),
+            "",
+            "Ratios use median times; the verdict applies at the target size only."
+            + (
+                ""
+                if any(tuple(run["size"]) == TARGET_SIZE for res in results for run in res["runs"])
+                else f" {_size(TARGET_SIZE)} was not measured in this run: no verdict."
+            ),
+            "",
+            "### What is counted",
+            "",
+            notes(results, custom),
+            "",
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=SCRIPT,
+        description=(
+            "Parameters, GFLOPs and eager CPU fp32 latency per stage (backbone, DLG, decoder, final "
+            "upsample) of the SemiDAViL segmentation graph, and the issue's target ratio "
+            "(DLG + decoder) / backbone time <= 25 % at 512x1024. Prints a Markdown report and writes it "
+            "into the `model_profile` section of BENCHMARKS.md."
+        ),
+    )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"model configs to profile (space- or comma-separated); default {','.join(DEFAULT_CONFIGS)} "
+        f"({','.join(QUICK_CONFIGS)} with --quick)",
+    )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=None,
+        metavar="HxW",
+        help=f"input sizes, height x width, multiples of 16; default {','.join(DEFAULT_SIZES)} "
+        f"({','.join(QUICK_SIZES)} with --quick)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats per stage (median reported); default 5 (1 with --quick)",
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up calls per stage (default 1)")
+    parser.add_argument(
+        "--classes", type=int, default=19, help="number of classes K (class embeddings; default 19)"
+    )
+    parser.add_argument(
+        "--caption-length", type=int, default=20, help="caption length L in tokens, all real (default 20)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: leave torch's default)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for the random weights and inputs (default 0)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: {','.join(QUICK_CONFIGS)} only, sizes {','.join(QUICK_SIZES)}, 1 repeat "
+        "(explicit --configs/--sizes/--repeats still win); output marked as quick",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=BENCHMARKS_MD,
+        help="Markdown file whose `model_profile` section is written (default: BENCHMARKS.md at the repository root)",
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the report only, do not touch --output"
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.configs = _split(args.configs) or list(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS)
+    size_texts = _split(args.sizes) or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    try:
+        args.sizes = [parse_size(s) for s in size_texts]
+    except ValueError as err:
+        parser.error(str(err))
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    known = model.list_models()
+    for name in args.configs:
+        if name not in known:
+            parser.error(f"unknown config {name!r}; known: {', '.join(known)}")
+    for h, w in args.sizes:
+        if h <= 0 or w <= 0 or h % 16 or w % 16:
+            parser.error(f"size {h}x{w}: height and width must be positive multiples of 16")
+    if args.repeats < 1 or args.warmup < 0 or args.classes < 1 or args.caption_length < 1:
+        parser.error("--repeats, --classes and --caption-length must be >= 1 and --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Profile, print the report, write it (unless --no-write); returns the results and the Markdown."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    machine = machine_info()
+    custom = {op: _attention_flops for op in attention_ops()}
+    results = [profile_config(name, args.sizes, args, custom) for name in args.configs]
+    text = render(results, args, argv, machine, custom)
+    print(text)
+    output = None
+    if not args.no_write:
+        output = write_section(args.output, SECTION, text)
+        print(f"[model_profile] wrote section {SECTION!r} of {output}", file=sys.stderr)
+    return {"results": results, "markdown": text, "machine": machine, "output": output, "args": args}
+
+
+if __name__ == "__main__":
+    main()
