@@ -1,0 +1,94 @@
+"""What the predictor takes and returns: requests, caption provenance and predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from model.captioner import CaptionResult
+from model.class_sets import ClassSet
+from serving.decode import DecodedImage
+from serving.postprocess import class_stats
+
+SOURCE_CALLER = "caller"
+SOURCE_NONE = "none"
+SOURCE_FAILED = "captioner_failed"
+
+ImageInput = bytes | bytearray | memoryview | np.ndarray | Image.Image | DecodedImage
+
+
+class CaptionerLike(Protocol):
+    """What the predictor needs from a captioner (model.captioner.Captioner or a stub)."""
+
+    def caption(self, images: Sequence[Image.Image]) -> list[CaptionResult]: ...
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """One image and its options (None: the predictor's defaults)."""
+
+    image: ImageInput
+    caption: str | None = None
+    classes: str | Sequence[str] | None = None
+    use_captioner: bool = True
+
+
+@dataclass(frozen=True)
+class CaptionInfo:
+    """The caption used and its source: caller, captioner, cache, none, or captioner_failed (+ error)."""
+
+    text: str
+    source: str
+    error: str | None = None
+
+
+@dataclass
+class Prediction:
+    """The result for one image.
+
+    label_map: uint8 [H, W] class indices at the input size (train ids for the named sets);
+    confidence: float16 [H, W], the max softmax probability; rgb: the decoded input, uint8
+    [H, W, 3]; timings_ms: decode, caption, text, preprocess, forward, postprocess, total (stages
+    shared by a batch report the batch's time); backend/precision: what actually ran.
+    """
+
+    label_map: np.ndarray
+    confidence: np.ndarray
+    class_set: ClassSet
+    caption: CaptionInfo
+    timings_ms: dict[str, float]
+    backend: str
+    precision: str
+    model_name: str
+    checkpoint_sha256: str
+    random_weights: bool
+    rgb: np.ndarray
+    image_format: str
+    original_mode: str
+    working_size: tuple[int, int]
+    batch_size: int = 1
+    backend_note: str | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.label_map.shape[0]), int(self.label_map.shape[1])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.class_set.names
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        return self.class_set.palette
+
+    def stats(self, include_absent: bool = False) -> list[dict[str, Any]]:
+        return class_stats(self.label_map, self.confidence, self.class_set, include_absent)
+
+
+def per_class_stats(prediction: Prediction, include_absent: bool = False) -> list[dict[str, Any]]:
+    """[{class, index, pixel_fraction, mean_confidence}] of a prediction (fractions sum to 1)."""
+    return prediction.stats(include_absent)
