@@ -17,8 +17,11 @@ from torch import nn
 
 def masked_softmax(scores: torch.Tensor, valid: torch.Tensor, dim: int) -> torch.Tensor:
     """Softmax over `dim` that gives exact zeros where `valid` is False and all-zero rows when a
-    slice has no valid entry (instead of NaN). `valid` broadcasts against `scores`."""
-    scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+    slice has no valid entry (instead of NaN). `valid` broadcasts against `scores`.
+
+    The fill is a finite -1e4 (not the dtype minimum, which becomes -inf once a compiler casts
+    the graph constant to fp16 and turns an empty caption into NaN)."""
+    scores = scores.masked_fill(~valid, -1.0e4)
     return torch.softmax(scores, dim=dim) * valid
 
 

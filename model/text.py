@@ -140,7 +140,9 @@ class TextEmbedder:
         self._captions.put(caption, feats)
         return feats
 
-    def caption_features(self, captions: Sequence[str], min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def caption_features(
+        self, captions: Sequence[str], min_length: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions -> (feats [B, L, c] fp32, mask [B, L] bool, True = real token).
 
         L is the longest caption's token count (SOT..EOT, at most the context length), at least
@@ -159,7 +161,9 @@ class TextEmbedder:
         }
 
 
-def pad_token_features(per_caption: Sequence[torch.Tensor], min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_token_features(
+    per_caption: Sequence[torch.Tensor], min_length: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """B tensors [n_i, c] -> (feats [B, L, c] zero-padded, mask [B, L] bool), L = max(n_i, min_length)."""
     length = max([min_length, *(f.shape[0] for f in per_caption)])
     first = per_caption[0]

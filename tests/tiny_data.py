@@ -37,7 +37,9 @@ def _caption(train_ids: np.ndarray) -> str:
     return "a street with " + " and ".join(present) if present else "an empty street"
 
 
-def write_tiny_benchmark(root: Path, n_source: int = 6, n_train: int = 6, n_val: int = 2, size=(64, 128)) -> Path:
+def write_tiny_benchmark(
+    root: Path, n_source: int = 6, n_train: int = 6, n_val: int = 2, size=(64, 128)
+) -> Path:
     """Create `root/source` and `root/target`; returns root."""
     rng = np.random.default_rng(0)
     label_ids = np.array([*TRAIN_ID_TO_LABEL_ID, *[0] * (256 - 19)], dtype=np.uint8)
