@@ -1,0 +1,197 @@
+"""The BentoML service: segmentation and captioning of driving scenes over HTTP.
+
+    bentoml serve serving.service:SemiDAViLService --host 127.0.0.1 --port 3000
+
+POST /segment (multipart: image, caption?, classes?, output?, alpha?, use_captioner?),
+POST /caption (image), POST /info and GET /model (model info), GET /livez, /readyz (a real
+forward of a fixed input), /metrics (Prometheus). Bad input gets a JSON error with its status
+(413, 415, 422, 429, 504), never a 500; a request whose forward fails gets a 500 with an id.
+Settings come from environment variables (serving/settings.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from bentoml._internal.marshal.dispatcher import CorkDispatcher
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import model  # noqa: F401  (offline env defaults and the torchvision shim first)
+from serving.decode import read_limited
+from serving.errors import InvalidImage, ServingError
+from serving.http import (
+    BodyLimitMiddleware,
+    ErrorShapeMiddleware,
+    error_response,
+    internal_error_response,
+    parse_alpha,
+    parse_bool,
+    parse_classes,
+    parse_output,
+    prediction_response,
+    refuse_remote_files,
+)
+from serving.prediction import PredictRequest
+from serving.predictor import Predictor
+from serving.settings import ServiceSettings
+
+logger = logging.getLogger("semidavil.service")
+SETTINGS = ServiceSettings.from_env()
+_INSTANCE: dict[str, Any] = {}
+
+
+async def _model_info(_: Request) -> Response:
+    service = _INSTANCE.get("service")
+    if service is None:
+        return JSONResponse({"error": {"status": 503, "code": "unavailable", "message": "starting"}}, 503)
+    return JSONResponse(service.predictor.info())
+
+
+model_app = Starlette(routes=[Route("/", _model_info, methods=["GET"])])
+
+
+@bentoml.asgi_app(model_app, path="/model")
+@bentoml.service(
+    name="semidavil",
+    workers=1,
+    traffic={"timeout": SETTINGS.timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+    envs=[
+        {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "GRADIO_ANALYTICS_ENABLED", "value": "False"},
+        {"name": "OMP_WAIT_POLICY", "value": "PASSIVE"},
+    ],
+)
+class SemiDAViLService:
+    """One predictor per worker; the segmentation forward is batched adaptively across requests."""
+
+    def __init__(self) -> None:
+        start = time.perf_counter()
+        self.settings = SETTINGS
+        self.predictor = Predictor.from_checkpoint(
+            SETTINGS.checkpoint,
+            backend=SETTINGS.backend,
+            device=SETTINGS.device,
+            captioner=SETTINGS.captioner,
+            captioner_model=SETTINGS.captioner_model,
+            max_batch=SETTINGS.max_batch,
+            limits=SETTINGS.limits,
+            artifacts_dir=SETTINGS.artifacts,
+        )
+        self.predictor.warmup()
+        # BentoML's own adaptive batcher (the CORK dispatcher its batchable APIs use), driven
+        # in-process so that decoding, captioning and encoding stay per request and only the
+        # forward is batched, without copying images between processes.
+        self._dispatcher: CorkDispatcher = CorkDispatcher(
+            max_latency_in_ms=SETTINGS.timeout_s * 1000,
+            max_batch_size=SETTINGS.max_batch,
+            fallback=lambda: ServiceUnavailableFallback(),
+            get_batch_size=lambda _: 1,
+        )
+        self._batched = self._dispatcher(self._run_batch)
+        _INSTANCE["service"] = self
+        logger.info(
+            "service ready in %.1f s: %s", time.perf_counter() - start, self.predictor.backend.describe()
+        )
+
+    def _run_batch(self, requests: tuple[PredictRequest, ...]) -> list[Any]:
+        """One backend call for many requests; each gets its Prediction or its own error."""
+        try:
+            return self.predictor.predict_batch(list(requests), return_errors=True)
+        except Exception as err:  # a backend failure fails this batch only, with an id each
+            logger.exception("forward failed for a batch of %d", len(requests))
+            return [err] * len(requests)
+
+    def __is_ready__(self) -> bool:
+        """Readiness = a real forward of a fixed input through the serving backend."""
+        try:
+            self.predictor.warmup()
+        except Exception:
+            logger.exception("readiness forward failed")
+            return False
+        return True
+
+    async def _segment(self, request: PredictRequest) -> Any:
+        return await self._batched(request)
+
+    @bentoml.api(route="/segment")
+    async def segment(
+        self,
+        image: Path,
+        caption: str | None = None,
+        classes: str | None = None,
+        output: str | None = None,
+        alpha: str | None = None,
+        use_captioner: str | None = None,
+    ):  # returns a starlette Response (JSON or PNG); BentoML passes it through
+        """Segment a driving scene. image: JPEG/PNG/WebP upload; caption: used instead of the
+        captioner; classes: 'cityscapes', 'synthia16', 'a, b, c' or a JSON list of prompts
+        ('road|street' = one class with two prompts); output: json, label_png, labelid_png,
+        overlay_png or color_png; alpha: overlay opacity in [0, 1]."""
+        try:
+            out, opacity = parse_output(output), parse_alpha(alpha)
+            data = _read_upload(image, self.settings)
+            req = PredictRequest(
+                data, caption, parse_classes(classes), parse_bool(use_captioner, "use_captioner")
+            )
+            result = await self._segment(req)
+            if isinstance(result, ServingError):
+                raise result
+            if isinstance(result, BaseException):
+                return internal_error_response(result)
+            return prediction_response(result, out, opacity)
+        except ServingError as err:
+            return error_response(err)
+
+    @bentoml.api(route="/caption")
+    async def caption(self, image: Path):  # a JSON starlette Response
+        """The caption of an image, its source (captioner, cache, captioner_failed, none) and time."""
+        try:
+            data = _read_upload(image, self.settings)
+            start = time.perf_counter()
+            info = await _to_thread(self.predictor.caption, data)
+            elapsed = (time.perf_counter() - start) * 1000
+            return JSONResponse(
+                {"caption": info.text, "source": info.source, "error": info.error, "ms": elapsed}
+            )
+        except ServingError as err:
+            return error_response(err)
+
+    @bentoml.api(route="/info")
+    def info(self) -> dict:
+        """Model config, checkpoint hash and metrics, classes, backend, precision and limits."""
+        return self.predictor.info()
+
+
+class ServiceUnavailableFallback(ServingError):
+    """What a batched call returns if it is cancelled (shutdown)."""
+
+    status = 503
+    default_code = "unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the request was cancelled before it ran")
+
+
+def _read_upload(image: Path | None, settings: ServiceSettings) -> bytes:
+    if image is None:
+        raise InvalidImage("no image: send the image file as the multipart field 'image'", "missing_image")
+    return read_limited(image, settings.limits)
+
+
+async def _to_thread(fn: Any, *args: Any) -> Any:
+    import anyio
+
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+refuse_remote_files()
+SemiDAViLService.add_asgi_middleware(BodyLimitMiddleware, max_body_bytes=SETTINGS.limits.max_body_bytes)
+SemiDAViLService.add_asgi_middleware(ErrorShapeMiddleware)

@@ -1,0 +1,52 @@
+"""Service settings from environment variables (read once at import; documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from serving.decode import Limits
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default).strip() or default
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything the service reads from the environment.
+
+    SEMIDAVIL_CHECKPOINT (empty: the embedded default), SEMIDAVIL_BACKEND (auto), SEMIDAVIL_DEVICE
+    (auto), SEMIDAVIL_CAPTIONER (blip2 | blip | none), SEMIDAVIL_CAPTIONER_MODEL, SEMIDAVIL_ARTIFACTS,
+    SEMIDAVIL_MAX_BATCH (8), SEMIDAVIL_TIMEOUT_S (60),
+    SEMIDAVIL_MAX_CONCURRENCY (32), SEMIDAVIL_MAX_BODY_BYTES (20 MiB), SEMIDAVIL_MAX_PIXELS (25e6).
+    """
+
+    checkpoint: str | None = None
+    backend: str = "auto"
+    device: str = "auto"
+    captioner: str = "blip2"
+    captioner_model: str | None = None
+    artifacts: str | None = None
+    max_batch: int = 8
+    timeout_s: int = 60
+    max_concurrency: int = 32
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls) -> ServiceSettings:
+        return cls(
+            checkpoint=os.environ.get("SEMIDAVIL_CHECKPOINT") or None,
+            backend=_env("SEMIDAVIL_BACKEND", "auto"),
+            device=_env("SEMIDAVIL_DEVICE", "auto"),
+            captioner=_env("SEMIDAVIL_CAPTIONER", "blip2"),
+            captioner_model=os.environ.get("SEMIDAVIL_CAPTIONER_MODEL") or None,
+            artifacts=os.environ.get("SEMIDAVIL_ARTIFACTS") or None,
+            max_batch=int(_env("SEMIDAVIL_MAX_BATCH", "8")),
+            timeout_s=int(_env("SEMIDAVIL_TIMEOUT_S", "60")),
+            max_concurrency=int(_env("SEMIDAVIL_MAX_CONCURRENCY", "32")),
+            limits=Limits(
+                max_body_bytes=int(_env("SEMIDAVIL_MAX_BODY_BYTES", str(20 * 1024 * 1024))),
+                max_pixels=int(_env("SEMIDAVIL_MAX_PIXELS", "25000000")),
+            ),
+        )
