@@ -30,6 +30,26 @@ def internal_error_response(err: BaseException) -> JSONResponse:
     return JSONResponse(body, status_code=500, headers={"X-Error-Id": error_id})
 
 
+def form_text(value: Any) -> Any:
+    """Undo BentoML's JSON decoding of multipart text fields, so that parameters arrive as text.
+
+    BentoML's multipart parser runs `json.loads` on every text field: `alpha=0.25` arrives as a
+    float, `use_captioner=false` as a bool, `classes=["road", "sky"]` as a list, and a parameter
+    typed `str` then fails validation. Scalars go back to their text, lists and objects to JSON
+    (what `parse_classes` reads); None and strings pass unchanged. Used as a pydantic
+    BeforeValidator on the service's text parameters (a caption of only `null` reads as absent).
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return value
+
+
 def parse_output(value: str | None) -> str:
     output = (value or "json").strip().lower()
     if output not in OUTPUTS:
@@ -217,7 +237,7 @@ class ErrorShapeMiddleware:
             payload = json.loads(body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError):
             payload = {}
-        if isinstance(payload.get("error"), dict):  # already ours
+        if isinstance(payload, dict) and isinstance(payload.get("error"), dict):  # already ours
             status, data = start["status"], body
         else:
             status, code = self.CODES[start["status"]]
@@ -247,10 +267,13 @@ def _bentoml_message(payload: Any) -> str:
 
 
 def refuse_remote_files() -> None:
-    """Make BentoML's multipart parser refuse file fields given as text (it would fetch them as URLs).
+    """Make BentoML's multipart parser refuse file fields given as text (it would fetch them as URLs),
+    and refuse (422) binary parts under names that are not file parameters.
 
     No request parameter may make the server open a connection or a file: an image must be uploaded
-    as a file part. The refusal is a 422 through BentoML's exception handling.
+    as a file part. BentoML reads a part under any other name as text and JSON-decodes it; binary
+    data there (an image sent as `file` instead of `image`) raised UnicodeDecodeError, a 500. Both
+    refusals are 422s through BentoML's exception handling.
     """
     from http import HTTPStatus
 
@@ -267,3 +290,33 @@ def refuse_remote_files() -> None:
         )
 
     serde.MultipartSerde.ensure_file = staticmethod(ensure_file)
+    parse_request = serde.MultipartSerde.parse_request
+    if getattr(parse_request, "_semidavil", False):
+        return
+
+    async def text_checked_parse_request(self: Any, request: Any, cls: Any) -> Any:
+        try:
+            return await parse_request(self, request, cls)
+        except UnicodeDecodeError:
+            raise BentoMLException(
+                "binary data in a text field: send the image as the multipart file field 'image'",
+                error_code=HTTPStatus.UNPROCESSABLE_ENTITY,
+            ) from None
+
+    text_checked_parse_request._semidavil = True  # type: ignore[attr-defined]
+    serde.MultipartSerde.parse_request = text_checked_parse_request
+
+
+class PathAliasMiddleware:
+    """ASGI middleware serving a mounted app's root at its bare path (`GET /model`), which
+    Starlette otherwise answers with a 307 redirect to `/model/`."""
+
+    def __init__(self, app: Any, aliases: dict[str, str]) -> None:
+        self.app = app
+        self.aliases = aliases
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        target = self.aliases.get(scope["path"]) if scope["type"] == "http" else None
+        if target is not None:
+            scope = {**scope, "path": target, "raw_path": target.encode()}
+        await self.app(scope, receive, send)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import bentoml
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
+from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware, TimeoutMiddleware
+from pydantic import BeforeValidator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,7 +31,9 @@ from serving.errors import InvalidImage, ServingError
 from serving.http import (
     BodyLimitMiddleware,
     ErrorShapeMiddleware,
+    PathAliasMiddleware,
     error_response,
+    form_text,
     internal_error_response,
     parse_alpha,
     parse_bool,
@@ -45,6 +49,12 @@ from serving.settings import ServiceSettings
 logger = logging.getLogger("semidavil.service")
 SETTINGS = ServiceSettings.from_env()
 _INSTANCE: dict[str, Any] = {}
+# A text form parameter: BentoML JSON-decodes multipart text fields; form_text gives the text back.
+FormText = Annotated[str | None, BeforeValidator(form_text)]
+# BentoML's own timeout is only a backstop: the service adds the real limits (SEMIDAVIL_TIMEOUT_S,
+# SEMIDAVIL_MAX_CONCURRENCY) as its own middlewares, inside ErrorShapeMiddleware, so that their
+# 504 and 429 get the service's JSON error shape (BentoML's run outside every service middleware).
+TIMEOUT_BACKSTOP_S = 30
 
 
 async def _model_info(_: Request) -> Response:
@@ -61,7 +71,7 @@ model_app = Starlette(routes=[Route("/", _model_info, methods=["GET"])])
 @bentoml.service(
     name="semidavil",
     workers=1,
-    traffic={"timeout": SETTINGS.timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+    traffic={"timeout": SETTINGS.timeout_s + TIMEOUT_BACKSTOP_S, "max_concurrency": None},
     envs=[
         {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
@@ -125,11 +135,11 @@ class SemiDAViLService:
     async def segment(
         self,
         image: Path,
-        caption: str | None = None,
-        classes: str | None = None,
-        output: str | None = None,
-        alpha: str | None = None,
-        use_captioner: str | None = None,
+        caption: FormText = None,
+        classes: FormText = None,
+        output: FormText = None,
+        alpha: FormText = None,
+        use_captioner: FormText = None,
     ):  # returns a starlette Response (JSON or PNG); BentoML passes it through
         """Segment a driving scene. image: JPEG/PNG/WebP upload; caption: used instead of the
         captioner; classes: 'cityscapes', 'synthia16', 'a, b, c' or a JSON list of prompts
@@ -193,5 +203,9 @@ async def _to_thread(fn: Any, *args: Any) -> Any:
 
 
 refuse_remote_files()
+# Outermost first: body limit, error shape, then the traffic limits whose errors it reshapes.
+SemiDAViLService.add_asgi_middleware(PathAliasMiddleware, aliases={"/model": "/model/"})
 SemiDAViLService.add_asgi_middleware(BodyLimitMiddleware, max_body_bytes=SETTINGS.limits.max_body_bytes)
 SemiDAViLService.add_asgi_middleware(ErrorShapeMiddleware)
+SemiDAViLService.add_asgi_middleware(MaxConcurrencyMiddleware, max_concurrency=SETTINGS.max_concurrency)
+SemiDAViLService.add_asgi_middleware(TimeoutMiddleware, timeout=SETTINGS.timeout_s)
