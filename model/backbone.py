@@ -111,7 +111,8 @@ class DenseClipVisual(nn.Module):
         dense = value_path(self.blocks[last], x[:, 1:])
         dense = self.ln_post(dense) @ self.proj
         dense = F.normalize(dense, dim=-1)
-        to_map = lambda t: t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)  # noqa: E731
+        # [B, h*w, C] -> [B, C, h, w] as a channels-last view (no copy; the decoder runs NHWC)
+        to_map = lambda t: t.reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)  # noqa: E731
         return to_map(dense), [to_map(skips[i]) for i in self.skip_layers]
 
 

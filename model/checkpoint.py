@@ -53,15 +53,20 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of all tensors, in name order."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)  # 1-D: plain strides for any layout
+        digest.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}|".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 
 def model_tensors(model: SemiDAViL) -> dict[str, torch.Tensor]:
     """The model's state dict with shared storage resolved (safetensors refuses aliasing)."""
-    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    return {k: standard_layout(v) for k, v in model.state_dict().items()}
+
+
+def standard_layout(t: torch.Tensor) -> torch.Tensor:
+    """A CPU copy with plain row-major strides (channels-last weights are stored as NCHW)."""
+    return t.detach().cpu().clone(memory_format=torch.contiguous_format)
 
 
 def save_checkpoint(

@@ -18,6 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from model.checkpoint import standard_layout
+
 STATE_KEY = "semidavil_train_state"
 
 
@@ -30,7 +32,7 @@ def _optimizer_tensors(
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     sd = optimizer.state_dict()
     tensors = {
-        f"optim.{idx}.{key}": value.detach().cpu().contiguous()
+        f"optim.{idx}.{key}": standard_layout(value)
         for idx, per_param in sd["state"].items()
         for key, value in per_param.items()
     }
@@ -63,8 +65,8 @@ def save_state(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write the state after `step` completed optimizer steps."""
-    tensors = {f"student.{k}": v.detach().cpu().clone() for k, v in student.state_dict().items()}
-    tensors.update({f"teacher.{k}": v.detach().cpu().clone() for k, v in teacher.state_dict().items()})
+    tensors = {f"student.{k}": standard_layout(v) for k, v in student.state_dict().items()}
+    tensors.update({f"teacher.{k}": standard_layout(v) for k, v in teacher.state_dict().items()})
     optim_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     header = {"step": step, "config": config, "param_groups": groups, "extra": extra or {}}
