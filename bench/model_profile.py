@@ -60,6 +60,7 @@ DEFAULT_SIZES = ("512x512", "512x1024")
 QUICK_CONFIGS = ("semidavil-tiny",)
 QUICK_SIZES = ("128x128", "128x256")
 TARGET_SIZE = (512, 1024)
+TARGET_CONFIG = "semidavil-vitb16"  # the tiny model's decoder outweighs its tiny backbone by design
 TARGET_RATIO = 0.25
 STAGES = ("backbone", "dlg", "decoder", "upsample")
 STAGE_LABELS = {
@@ -464,11 +465,12 @@ def target_table(results: Sequence[dict[str, Any]]) -> str:
         for run in res["runs"]:
             t = run["times"]
             at_target = tuple(run["size"]) == TARGET_SIZE
-            verdict = (
-                ("PASS" if run["ratio"] <= TARGET_RATIO else "FAIL")
-                if at_target
-                else "(info: not the target size)"
-            )
+            if res["config"] != TARGET_CONFIG:
+                verdict = "(info: the target is for the paper model)"
+            elif not at_target:
+                verdict = "(info: not the target size)"
+            else:
+                verdict = "PASS" if run["ratio"] <= TARGET_RATIO else "FAIL"
             rows.append(
                 [
                     res["config"],
