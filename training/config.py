@@ -112,6 +112,7 @@ def validate(config: dict[str, Any]) -> None:
     checks = [
         (0.0 < m["dyce_h"] <= 1.0, "method.dyce_h must be in (0, 1]"),
         (0.0 <= m["dyce_omega"] <= 1.0, "method.dyce_omega must be in [0, 1]"),
+        (m["dyce_warmup_iters"] >= 0, "method.dyce_warmup_iters must be >= 0"),
         (0.0 <= m["ema"] < 1.0, "method.ema must be in [0, 1)"),
         (0.0 <= m["threshold"] <= 1.0, "method.threshold must be in [0, 1]"),
         (0.0 <= m["caption_dropout"] <= 1.0, "method.caption_dropout must be in [0, 1]"),

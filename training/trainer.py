@@ -188,9 +188,9 @@ class Trainer:
             "tokens": mixed_tokens,
         }
 
-    def _supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
         m = self.cfg["method"]
-        if m["dyce"]:
+        if m["dyce"] and step >= m["dyce_warmup_iters"]:
             return dyce_loss(logits, labels, m["dyce_h"], m["dyce_omega"])
         return F.cross_entropy(logits.float(), labels, ignore_index=255)
 
@@ -200,8 +200,10 @@ class Trainer:
         n_valid = mix["valid"].sum().clamp(min=1)
         return (ce * confident).sum() / n_valid, float(confident.sum() / n_valid)
 
-    def step_loss(self, batches: dict[str, dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
-        """One micro-batch: -> (total loss, scalar logs)."""
+    def step_loss(
+        self, batches: dict[str, dict[str, Any]], step: int = 0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """One micro-batch at optimizer step `step`: -> (total loss, scalar logs)."""
         images, tokens, labels = [], [], []
         for name in ("source", "labeled"):
             if name in batches:
@@ -223,7 +225,7 @@ class Trainer:
         logs: dict[str, float] = {}
         loss = logits.new_zeros(())
         if n_sup:
-            sup = self._supervised_loss(logits[:n_sup], torch.cat(labels).to(self.device))
+            sup = self._supervised_loss(logits[:n_sup], torch.cat(labels).to(self.device), step)
             loss = loss + sup
             logs["sup"] = sup.item()
         if mix is not None:
@@ -268,7 +270,7 @@ class Trainer:
         for step in range(self.start_step, total):
             set_lr(self.optimizer, self._lr(step))
             for _ in range(accum):
-                loss, logs = self.step_loss({k: next(v) for k, v in loaders.items()})
+                loss, logs = self.step_loss({k: next(v) for k, v in loaders.items()}, step)
                 (loss / accum).backward()
             self._optimizer_step(step)
             window.append(logs)
