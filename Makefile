@@ -3,11 +3,14 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint check test-all bench profile
+.PHONY: setup setup-browser test lint check test-all bench profile results serve demo
 
 setup:            ## create .venv with every extra except TensorRT (CPU torch)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e ".[serve,ui,dev]"
+
+setup-browser:    ## headless Chromium + chromedriver (Debian packages, as root) for the UI browser test
+	apt-get update -qq && apt-get install -y -qq chromium chromium-driver
 
 lint:             ## the one lint command CI runs
 	$(BIN)/ruff check .
@@ -23,3 +26,12 @@ test-all:         ## include slow tests
 
 profile:          ## bench/model_profile.py -> BENCHMARKS.md
 	$(BIN)/python bench/model_profile.py
+
+results:          ## the synthetic benchmark -> RESULTS.md (resumable)
+	$(BIN)/python bench/synthetic_benchmark.py
+
+serve:            ## the BentoML service on 127.0.0.1:3000 (API + demo at /ui)
+	$(BIN)/bentoml serve serving.service:SemiDAViLService --host 127.0.0.1 --port 3000
+
+demo:             ## the Gradio demo on its own, on 127.0.0.1
+	$(BIN)/python -m ui.app

@@ -67,6 +67,23 @@ async def _model_info(_: Request) -> Response:
 model_app = Starlette(routes=[Route("/", _model_info, methods=["GET"])])
 
 
+def _ui_predictor() -> Predictor | None:
+    """The running service's predictor for the mounted demo (None while the model loads)."""
+    service = _INSTANCE.get("service")
+    return service.predictor if service is not None else None
+
+
+def _ui_app() -> Any:
+    """The Gradio demo mounted at /ui (one process serves API and UI); skipped without Gradio."""
+    try:
+        from ui.app import build_ui_asgi
+    except ImportError as err:  # a serving image built without the UI extra
+        logger.warning("Gradio UI not mounted: %s", err)
+        return Starlette()
+    return build_ui_asgi(_ui_predictor, max_file_size=SETTINGS.limits.max_body_bytes)
+
+
+@bentoml.asgi_app(_ui_app(), path="/ui")
 @bentoml.asgi_app(model_app, path="/model")
 @bentoml.service(
     name="semidavil",
@@ -203,9 +220,21 @@ async def _to_thread(fn: Any, *args: Any) -> Any:
 
 
 refuse_remote_files()
+
+
 # Outermost first: body limit, error shape, then the traffic limits whose errors it reshapes.
+class ApiConcurrencyMiddleware(MaxConcurrencyMiddleware):
+    """BentoML's concurrency limit (429) for the API only: each open demo tab holds a long-lived
+    Gradio connection under /ui/, which must not use up the API's slots."""
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and str(scope.get("path", "")).startswith("/ui"):
+            return await self.app(scope, receive, send)
+        return await super().__call__(scope, receive, send)
+
+
 SemiDAViLService.add_asgi_middleware(PathAliasMiddleware, aliases={"/model": "/model/"})
 SemiDAViLService.add_asgi_middleware(BodyLimitMiddleware, max_body_bytes=SETTINGS.limits.max_body_bytes)
 SemiDAViLService.add_asgi_middleware(ErrorShapeMiddleware)
-SemiDAViLService.add_asgi_middleware(MaxConcurrencyMiddleware, max_concurrency=SETTINGS.max_concurrency)
+SemiDAViLService.add_asgi_middleware(ApiConcurrencyMiddleware, max_concurrency=SETTINGS.max_concurrency)
 SemiDAViLService.add_asgi_middleware(TimeoutMiddleware, timeout=SETTINGS.timeout_s)
