@@ -545,3 +545,23 @@ def test_metrics_count_requests_in_prometheus_text(http: httpx.Client, small_png
         == 0
     )
     assert metric_total(text, "bentoml_service_request_duration_seconds_count", endpoint="/segment") >= 3
+
+
+def test_demo_mounted_at_ui_loads_and_segments(http: httpx.Client, server: Server, scene_path: Path) -> None:
+    """One process serves API and UI: the Gradio page under /ui answers and runs a real segmentation."""
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    page = http.get("/ui/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    client = Client(server.url + "/ui/", verbose=False)
+    try:
+        outputs = client.predict(
+            handle_file(str(scene_path)), "a street", False, "cityscapes", "", 0.5, api_name="/segment"
+        )
+    finally:
+        client.close()
+    with Image.open(outputs[0]) as overlay:
+        assert overlay.size == (2048, 1024)
+    assert (outputs[4], outputs[5]) == ("a street", "caller")
+    assert_ready(http)
