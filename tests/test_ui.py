@@ -158,7 +158,7 @@ def test_bad_uploads_give_messages_not_exceptions(predictor, tmp_path, monkeypat
     assert "missing_image" in segment_scene(predictor, None).error
     assert "invalid_parameter" in segment_scene(predictor, buf.getvalue(), class_set="ade20k").error
     assert "invalid_parameter" in segment_scene(predictor, buf.getvalue(), alpha=1.5).error
-    assert "invalid_parameter" in segment_scene(predictor, buf.getvalue(), alpha=None).error
+    assert "invalid_parameter" in segment_scene(predictor, buf.getvalue(), alpha="opaque").error
 
     monkeypatch.setattr(predictor, "limits", Limits(max_pixels=1000))
     too_many = segment_scene(predictor, buf.getvalue(), out_dir=tmp_path)

@@ -53,6 +53,7 @@ from model.class_sets import CLASS_SETS, ClassSet, custom_class_set
 from serving.decode import Limits, check_body_size, read_limited
 from serving.encode import label_png, labelid_png, overlay_png
 from serving.errors import InvalidImage, InvalidParameter, ServiceUnavailable, ServingError
+from serving.http import parse_alpha
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, per_class_stats
 from serving.predictor import Predictor
 from ui.make_examples import EXAMPLES_DIR, load_examples
@@ -239,16 +240,6 @@ def _classes_arg(class_set: str | None, custom_classes: str | None) -> str:
     return name
 
 
-def _check_alpha(alpha: Any) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise InvalidParameter(f"overlay opacity must be a number in [0, 1], got {alpha!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise InvalidParameter(f"overlay opacity must be in [0, 1], got {alpha}")
-    return value
-
-
 def _annotation(prediction: Prediction, indices: Sequence[int]) -> tuple[np.ndarray, list]:
     """(display-size image, [(0/1 mask, class name)]) for gr.AnnotatedImage."""
     h, w = prediction.input_size
@@ -331,7 +322,7 @@ def _segment(
     progress: ProgressFn | None,
 ) -> SceneOutputs:
     report = progress or (lambda *_a, **_k: None)
-    alpha = _check_alpha(alpha)
+    alpha = parse_alpha(alpha)
     report(0.05, desc="reading the upload")
     data = read_upload(image, predictor.limits)
     classes = _classes_arg(class_set, custom_classes)
@@ -373,7 +364,7 @@ def _segment(
 
 def reblend_overlay(state: SceneState, alpha: float) -> str:
     """A new overlay PNG of the last result at opacity `alpha` (no model call); its path."""
-    alpha = _check_alpha(alpha)
+    alpha = parse_alpha(alpha)
     path = state.out_dir / f"{state.stem}_overlay.png"
     path.write_bytes(overlay_png(state.rgb, state.label_map, state.palette, alpha))
     return str(path)
