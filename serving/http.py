@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from starlette.responses import JSONResponse, Response
 
-from serving.encode import color_png, label_png, labelid_png, overlay_png, png_data_uri, to_base64
+from serving.encode import color_png, label_png, labelid_png, overlay_png, to_base64
 from serving.errors import InvalidParameter, PayloadTooLarge, ServingError
 from serving.prediction import Prediction
 
@@ -188,11 +188,6 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, guarded_send)
-
-
-def png_preview(pred: Prediction) -> str:
-    """A data URI of the colour map (for UIs)."""
-    return png_data_uri(color_png(pred.label_map, pred.palette))
 
 
 class ErrorShapeMiddleware:

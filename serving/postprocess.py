@@ -48,21 +48,6 @@ def _upsample_channels_last(logits: torch.Tensor, size: tuple[int, int]) -> torc
     return torch.from_numpy(up.reshape(size[0], size[1], -1))
 
 
-def labels_and_confidence_lowres(
-    logits: torch.Tensor, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The cheaper variant (argmax at the working size, labels upsampled with nearest neighbour).
-
-    Kept for the measurement in the predictor docstring; not the serving path.
-    """
-    probs = torch.softmax(logits.float(), dim=0)
-    conf, labels = probs.max(dim=0)
-    h, w = size
-    labels_np = cv2.resize(labels.to(torch.uint8).cpu().numpy(), (w, h), interpolation=cv2.INTER_NEAREST)
-    conf_np = cv2.resize(conf.cpu().numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
-    return labels_np, conf_np.astype(np.float16)
-
-
 def class_stats(
     labels: np.ndarray, confidence: np.ndarray, class_set: ClassSet, include_absent: bool = False
 ) -> list[dict[str, Any]]:

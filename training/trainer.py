@@ -99,7 +99,7 @@ class Trainer:
     # ----------------------------------------------------------------------------- data
     def _build_streams(self) -> dict[str, TrainStream]:
         cfg, streams = self.cfg, self.cfg["method"]["streams"]
-        aug = {**cfg["method"], "caption_dropout": cfg["method"]["caption_dropout"]}
+        aug = cfg["method"]  # augmentation probabilities and caption dropout live in method.*
         crop, seed = tuple(cfg["data"]["crop"]), cfg["seed"]
         labeled, unlabeled = target_split(cfg) if {"labeled", "unlabeled"} & set(streams) else ([], [])
         if self.info.is_main:
