@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-browser test lint check test-all bench profile results serve demo
+.PHONY: setup setup-browser test lint check test-all bench bench-quick profile results reliability serve demo
 
 setup:            ## create .venv with every extra except TensorRT (CPU torch)
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,17 @@ check: lint test
 test-all:         ## include slow tests
 	$(BIN)/python -m pytest -q -m ""
 
+bench:            ## the whole benchmark suite -> BENCHMARKS.md (make bench-quick: smoke test, < 5 min)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+bench-quick:      ## the suite on the tiny model at small sizes (numbers not for comparison)
+	$(BIN)/python bench/run_all.py --quick $(BENCH_ARGS)
+
 profile:          ## bench/model_profile.py -> BENCHMARKS.md
 	$(BIN)/python bench/model_profile.py
+
+reliability:      ## bad input, load/soak and fault checks on loopback -> RELIABILITY.md
+	$(BIN)/python bench/reliability.py
 
 results:          ## the synthetic benchmark -> RESULTS.md (resumable)
 	$(BIN)/python bench/synthetic_benchmark.py

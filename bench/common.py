@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import math
 import os
 import platform
 import re
@@ -109,6 +110,10 @@ def machine_info() -> dict[str, Any]:
         "torch_cpu_capability": capability,
         "torch": torch.__version__,
         "open_clip": _package_version("open_clip_torch"),
+        "libraries": {
+            dist: _package_version(dist)
+            for dist in ("numpy", "onnxruntime", "onnx", "bentoml", "transformers", "opencv-python-headless")
+        },
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git": _git_revision(),
@@ -132,6 +137,11 @@ def format_machine(info: dict[str, Any]) -> str:
         f"- Cores: {cores}",
         f"- torch threads: {info['torch_threads']} intra-op, {info['torch_interop_threads']} inter-op",
         f"- torch {info['torch']}, open_clip {info['open_clip']}, Python {info['python']}",
+        *(
+            ["- Libraries: " + ", ".join(f"{k} {v}" for k, v in info["libraries"].items())]
+            if info.get("libraries")
+            else []
+        ),
         f"- Platform: {info['platform']}",
         f"- Commit: {info['git']}",
         f"- Date: {info['date']}",
@@ -159,12 +169,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Wall-clock seconds of `fn()`: `warmup` untimed calls, then `repeats` timed ones.
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """dict(median, min, max, p25, p75, n) of a non-empty sequence of measurements."""
+    if not values:
+        raise ValueError("summarize needs at least one value")
+    return {
+        "median": percentile(values, 50),
+        "min": min(values),
+        "max": max(values),
+        "p25": percentile(values, 25),
+        "p75": percentile(values, 75),
+        "n": len(values),
+    }
 
-    Returns dict(median, min, max, p25, p75, n) in seconds. Synchronous CPU work only (for CUDA
-    the caller must synchronise inside `fn`). The garbage collector is paused while timing.
-    """
+
+def time_calls(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of `repeats` timed calls of `fn()` after `warmup` untimed ones (GC paused)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     for _ in range(max(0, warmup)):
@@ -181,14 +201,39 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dic
     finally:
         if was_enabled:
             gc.enable()
-    return {
-        "median": percentile(times, 50),
-        "min": min(times),
-        "max": max(times),
-        "p25": percentile(times, 25),
-        "p75": percentile(times, 75),
-        "n": len(times),
-    }
+    return times
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Wall-clock seconds of `fn()`: `warmup` untimed calls, then `repeats` timed ones.
+
+    Returns dict(median, min, max, p25, p75, n) in seconds. Synchronous CPU work only (for CUDA
+    the caller must synchronise inside `fn`). The garbage collector is paused while timing.
+    """
+    return summarize(time_calls(fn, repeats, warmup))
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """`digits` significant figures without scientific notation for everyday magnitudes."""
+    if x is None:
+        return "n/a"
+    if x != x:  # NaN
+        return "nan"
+    if x == 0:
+        return "0"
+    magnitude = abs(x)
+    decimals = max(0, digits - 1 - math.floor(math.log10(magnitude)))
+    return f"{x:,.{decimals}f}"
+
+
+def fmt_stat(stat: dict[str, float] | None, scale: float = 1000.0, digits: int = 3) -> str:
+    """'median (min–max)' of a `summarize` dict, each value multiplied by `scale` (s -> ms by default)."""
+    if not stat:
+        return "n/a"
+    med, lo, hi = (stat[k] * scale for k in ("median", "min", "max"))
+    if stat.get("n", 1) <= 1:
+        return fmt_num(med, digits)
+    return f"{fmt_num(med, digits)} ({fmt_num(lo, digits)}–{fmt_num(hi, digits)})"
 
 
 # ------------------------------------------------------------------------------------ BENCHMARKS.md
@@ -251,6 +296,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
 
 # -------------------------------------------------------------------------------------------- inputs
 
+FIXTURES_DIR = Path(os.environ.get("SEMIDAVIL_FIXTURES") or ROOT.parent / "shared" / "fixtures")
+CITYSCAPES_IMAGES = "pix2pixHD/datasets/cityscapes/train_img"
+DEMO_IMAGES = ("DAFormer/demo/demo.png", "mmsegmentation/demo/demo.png")
+
+
+def fixture_images(fixtures: str | Path | None = None) -> list[Path]:
+    """The shared real Cityscapes frames, read in place (never copied): 5 full-resolution 2048x1024
+    train frames first, then the two 1024x512 demo frames; [] if the folder is missing."""
+    root = Path(fixtures) if fixtures else FIXTURES_DIR
+    full = sorted((root / CITYSCAPES_IMAGES).glob("*_leftImg8bit.png"))
+    return full + [root / d for d in DEMO_IMAGES if (root / d).is_file()]
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """'512x1024' -> (512, 1024) (height x width)."""
@@ -276,3 +333,8 @@ def synthetic_inputs(
     mask = torch.ones(batch, length, dtype=torch.bool)
     class_embeds = F.normalize(torch.randn(num_classes, dim, generator=g), dim=-1)
     return images, feats, mask, class_embeds
+
+
+def split_list(values: Sequence[str] | None) -> list[str]:
+    """Command-line lists given as repeated and/or comma-separated values -> one flat list."""
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]

@@ -49,6 +49,7 @@ from bench.common import (  # noqa: E402
     markdown_table,
     median_time,
     parse_size,
+    split_list,
     synthetic_inputs,
     write_section,
 )
@@ -138,6 +139,11 @@ def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None,
     for dim in batch:
         bh *= dim
     return 2 * bh * s_q * s_k * d_q + 2 * bh * s_q * s_k * d_v
+
+
+def attention_flop_mapping() -> dict[Any, Any]:
+    """FlopCounterMode `custom_mapping` giving the CPU attention ops their FLOP formula."""
+    return {op: _attention_flops for op in attention_ops()}
 
 
 def attention_ops() -> list[Any]:
@@ -599,10 +605,6 @@ def render(
 # ------------------------------------------------------------------------------------------------- CLI
 
 
-def _split(values: Sequence[str] | None) -> list[str]:
-    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=SCRIPT,
@@ -669,8 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.configs = _split(args.configs) or list(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS)
-    size_texts = _split(args.sizes) or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    args.configs = split_list(args.configs) or list(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS)
+    size_texts = split_list(args.sizes) or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
     try:
         args.sizes = [parse_size(s) for s in size_texts]
     except ValueError as err:
@@ -697,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     machine = machine_info()
-    custom = {op: _attention_flops for op in attention_ops()}
+    custom = attention_flop_mapping()
     results = [profile_config(name, args.sizes, args, custom) for name in args.configs]
     text = render(results, args, argv, machine, custom)
     print(text)

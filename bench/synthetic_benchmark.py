@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTES = ROOT / "bench" / "synthetic_benchmark_notes.md"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every row")
     p.add_argument("--fresh", action="store_true", help="restart rows instead of resuming/reusing them")
     p.add_argument("--report-only", action="store_true", help="only rebuild RESULTS.md from finished runs")
+    p.add_argument(
+        "--notes", type=Path, default=NOTES, help="hand-written analysis appended to the report if it exists"
+    )
     return p.parse_args(argv)
 
 
@@ -101,8 +105,8 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.1f}"
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def targets(res: dict[str, dict[str, Any]], rare: list[str]) -> list[list[str]]:
@@ -127,7 +131,7 @@ def targets(res: dict[str, dict[str, Any]], rare: list[str]) -> list[list[str]]:
         ok = None if x is None or y is None else x > y
         return [
             f"DyCE raises rare-5 mIoU: {ROW_TITLES[a]} > {ROW_TITLES[b]}",
-            f"{_fmt(x)} vs {_fmt(y)}",
+            f"{_fmt(x, 2)} vs {_fmt(y, 2)}",
             verdict(ok),
         ]
 
@@ -138,6 +142,13 @@ def targets(res: dict[str, dict[str, Any]], rare: list[str]) -> list[list[str]]:
     rows.append(["each row <= 15 min wall", ", ".join(f"{r} {res[r]['seconds'] / 60:.1f}" for r in timed) or "n/a",
                  verdict(None if not timed else not slow)])  # fmt: skip
     return rows
+
+
+def analysis(notes: Path) -> list[str]:
+    """The hand-written analysis (what the logs show, why a target is missed) as report lines."""
+    if not notes.is_file():
+        return []
+    return ["## Analysis", "", notes.read_text().strip(), ""]
 
 
 def write_results(args: argparse.Namespace, meta: dict[str, Any]) -> str:
@@ -180,6 +191,7 @@ def write_results(args: argparse.Namespace, meta: dict[str, Any]) -> str:
         "",
         markdown_table(["target", "numbers", "result"], targets(res, rare)),
         "",
+        *analysis(args.notes),
         "## Machine",
         "",
         format_machine(machine_info()),

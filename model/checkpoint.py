@@ -66,7 +66,7 @@ def model_tensors(model: SemiDAViL) -> dict[str, torch.Tensor]:
 
 def standard_layout(t: torch.Tensor) -> torch.Tensor:
     """A CPU copy with plain row-major strides (channels-last weights are stored as NCHW)."""
-    return t.detach().cpu().clone(memory_format=torch.contiguous_format)
+    return t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
 
 
 def save_checkpoint(

@@ -4,6 +4,7 @@ and the JSON/PNG responses built from a `Prediction`."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ from serving.encode import color_png, label_png, labelid_png, overlay_png, to_ba
 from serving.errors import InvalidParameter, PayloadTooLarge, ServingError
 from serving.prediction import Prediction
 
+logger = logging.getLogger("semidavil.service")
 OUTPUTS = ("json", "label_png", "labelid_png", "overlay_png", "color_png")
 MAX_CLASSES_FIELD_CHARS = 20_000
 
@@ -25,6 +27,7 @@ def error_response(err: ServingError) -> JSONResponse:
 def internal_error_response(err: BaseException) -> JSONResponse:
     """500 with an id to find the traceback in the server log (no internals leak to the client)."""
     error_id = uuid.uuid4().hex[:12]
+    logger.error("internal error %s: %s: %s", error_id, type(err).__name__, err)
     body = {"error": {"status": 500, "code": "internal_error", "id": error_id,
                       "message": f"internal error {error_id}; see the server log"}}  # fmt: skip
     return JSONResponse(body, status_code=500, headers={"X-Error-Id": error_id})

@@ -59,9 +59,7 @@ def load_serving_model(
     `default_checkpoint` defaults to DEFAULT_CHECKPOINT (read at call time). Raises
     model.CheckpointError for a corrupt or mismatched file.
     """
-    default_checkpoint = default_checkpoint or DEFAULT_CHECKPOINT
-    if path is None and default_checkpoint.is_file():
-        path = default_checkpoint
+    path = resolve_checkpoint_path(path, default_checkpoint)
     if path is None:
         model = random_model()
         digest = tensors_digest(model_tensors(model))
@@ -70,6 +68,30 @@ def load_serving_model(
     model, header = load_model(path)
     names = tuple(header.get("class_names") or CLASS_SETS["cityscapes"].names)
     return ServingModel(model, header, Path(path), str(header["tensors_sha256"]), False, names)
+
+
+def resolve_checkpoint_path(
+    path: str | os.PathLike[str] | None, default_checkpoint: Path | None = None
+) -> Path | None:
+    """The file `load_serving_model(path)` would read: `path`, else the embedded default, else None."""
+    default_checkpoint = default_checkpoint or DEFAULT_CHECKPOINT
+    if path is None and default_checkpoint.is_file():
+        return default_checkpoint
+    return Path(path) if path is not None else None
+
+
+def verify_checkpoint(
+    path: str | os.PathLike[str] | None, default_checkpoint: Path | None = None
+) -> Path | None:
+    """Fully check the checkpoint the service would load (header, tensor digest, config, weights).
+
+    Returns its path (None: random weights, nothing to check); raises model.CheckpointError, whose
+    message names the file and the problem, for a missing, truncated, corrupt or mismatched file.
+    """
+    resolved = resolve_checkpoint_path(path, default_checkpoint)
+    if resolved is not None:
+        load_model(resolved)
+    return resolved
 
 
 def default_class_set(class_names: tuple[str, ...]) -> ClassSet:

@@ -7,7 +7,7 @@ backend choice and post-processing; the BentoML service and the Gradio demo both
 
 Steps per image: decode (limits checked before decoding) -> resize to the working size (bilinear,
 the model's fixed shape profile, so images of any size batch together) -> caption (the caller's
-wins; else the captioner, whose failure degrades to "" with source "captioner_failed") -> class
+wins; else the captioner, whose failure or timeout degrades to "" with source "captioner_failed") -> class
 embeddings (cached per class set) and caption features (cached per caption) padded to the
 profile's caption length L -> backend forward -> logits upsampled bilinearly to the input size,
 then argmax and max softmax (the reference behaviour).
@@ -46,6 +46,7 @@ from model.text import TextEmbedder
 from serving.agreement import DEFAULT_THRESHOLD, default_margin
 from serving.backends.base import Backend, ShapeProfile
 from serving.backends.factory import choose_default_backend, create_backend, default_backend_name
+from serving.captioning import DeadlineCaptioner
 from serving.compile import agreement_inputs, caption_inputs, obtain_backend
 from serving.decode import DecodedImage, Limits, decode_array, decode_image, decode_pil
 from serving.errors import InvalidParameter, ServingError
@@ -77,7 +78,7 @@ MAX_CAPTION_CHARS = 2000
 
 
 @dataclass
-class _Prepared:
+class PreparedRequest:
     request: PredictRequest
     decoded: DecodedImage
     resized: np.ndarray
@@ -103,6 +104,7 @@ class Predictor:
         limits: Limits | None = None,
         class_set: ClassSet | None = None,
         embedder: TextEmbedder | None = None,
+        captioner_timeout_s: float | None = None,
     ) -> None:
         check_working_size(working_size, served.model.seg.visual.patch_size)
         self.served = served
@@ -110,7 +112,8 @@ class Predictor:
         self.device = next(served.model.parameters()).device
         self.working_size = working_size
         self.caption_length = caption_length
-        self.captioner = captioner
+        self.captioner_timeout_s = captioner_timeout_s
+        self.set_captioner(captioner)
         self.limits = limits or Limits()
         self.default_class_set = class_set or default_class_set(served.class_names)
         self.embedder = embedder or TextEmbedder(served.model.text)
@@ -136,6 +139,7 @@ class Predictor:
         captioner_model: str | None = None,
         agreement_threshold: float = DEFAULT_THRESHOLD,
         agreement_margin: float | None = None,
+        captioner_timeout_s: float | None = None,
     ) -> Predictor:
         """Load a checkpoint (None: the embedded default, else random semidavil-tiny weights, flagged).
 
@@ -145,6 +149,7 @@ class Predictor:
         "blip" or an object with `caption(images)`. working_size (H, W): default from the
         checkpoint header's eval size (512x1024 for vitb16, 128x256 for tiny). agreement_margin:
         default 0 for trained weights, 0.01 for random weights (near-ties everywhere).
+        captioner_timeout_s: a captioner call slower than this degrades to no caption (None: no limit).
         """
         served = load_serving_model(path)
         torch_device = resolve_device(device)
@@ -169,7 +174,17 @@ class Predictor:
         )
         if isinstance(captioner, str):
             captioner = create_captioner(captioner, captioner_model, device=str(torch_device))
-        return cls(served, backend_obj, size, caption_length, captioner, limits, class_set, embedder)
+        return cls(
+            served,
+            backend_obj,
+            size,
+            caption_length,
+            captioner,
+            limits,
+            class_set,
+            embedder,
+            captioner_timeout_s,
+        )
 
     # ----------------------------------------------------------------------------------------
     # Public API
@@ -192,7 +207,7 @@ class Predictor:
 
     def predict_batch(
         self,
-        items: Sequence[ImageInput | PredictRequest],
+        items: Sequence[ImageInput | PredictRequest | PreparedRequest],
         caption: str | None = None,
         classes: str | Sequence[str] | None = None,
         use_captioner: bool = True,
@@ -201,20 +216,20 @@ class Predictor:
         """Segment many images with as few backend calls as possible (one per class set and chunk).
 
         Plain images take the shared `caption`/`classes`/`use_captioner`; PredictRequest items carry
-        their own. With `return_errors`, a bad item yields its ServingError in place (the others
+        their own; PreparedRequest items (from `prepare`) go straight to the forward. With `return_errors`, a bad item yields its ServingError in place (the others
         still run), which is what a batching service needs; otherwise the first error is raised.
         """
         requests = [
             item
-            if isinstance(item, PredictRequest)
+            if isinstance(item, (PredictRequest, PreparedRequest))
             else PredictRequest(item, caption, classes, use_captioner)
             for item in items
         ]
         results: list[Prediction | ServingError | None] = [None] * len(requests)
-        groups: dict[tuple[str, ...], list[tuple[int, _Prepared]]] = defaultdict(list)
+        groups: dict[tuple[str, ...], list[tuple[int, PreparedRequest]]] = defaultdict(list)
         for index, request in enumerate(requests):
             try:
-                prepared = self._prepare(request)
+                prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
             except ServingError as err:
                 if not return_errors:
                     raise
@@ -231,13 +246,30 @@ class Predictor:
         decoded = self._decode(image)
         return self._caption_from_captioner(self._resize(decoded.rgb))
 
+    def set_captioner(self, captioner: CaptionerLike | None) -> None:
+        """Use `captioner` from now on (under the predictor's captioner deadline, if it has one)."""
+        self.captioner = captioner
+        self._captioner_call: CaptionerLike | None = (
+            DeadlineCaptioner(captioner, self.captioner_timeout_s)
+            if captioner is not None and self.captioner_timeout_s is not None
+            else captioner
+        )
+
     def resolve_classes(self, classes: str | Sequence[str] | None) -> ClassSet:
-        """None -> the default set; a known set name; "a, b, c" or a list -> a custom set (422 if invalid)."""
+        """None -> the default set; a known set name; "a, b, c" or a list -> a custom set (422 if invalid).
+
+        A custom set needs at least two classes, so a single unknown name is refused as an unknown set.
+        """
         if classes is None:
             return self.default_class_set
         if isinstance(classes, str):
             if classes.strip() in CLASS_SETS:
                 return CLASS_SETS[classes.strip()]
+            if "," not in classes:
+                raise InvalidParameter(
+                    f"unknown class set {classes.strip()[:80]!r}; choose one of "
+                    f"{', '.join(sorted(CLASS_SETS))} or give at least two comma-separated class names"
+                )
             prompts = tuple(p.strip() for p in classes.split(",") if p.strip())
         else:
             if not all(isinstance(p, str) for p in classes):
@@ -299,7 +331,9 @@ class Predictor:
             return rgb
         return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
 
-    def _prepare(self, request: PredictRequest) -> _Prepared:
+    def prepare(self, request: PredictRequest) -> PreparedRequest:
+        """Decode, resize, resolve classes and caption one request (the per-request work before the
+        batched forward; a service runs it in the request's own thread). Raises ServingError."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
         decoded = self._decode(request.image)
@@ -311,7 +345,7 @@ class Predictor:
         start = time.perf_counter()
         caption = self._caption_for(request, resized)
         timings["caption"] = _ms(start)
-        return _Prepared(request, decoded, resized, caption, class_set, timings)
+        return PreparedRequest(request, decoded, resized, caption, class_set, timings)
 
     def _caption_for(self, request: PredictRequest, resized: np.ndarray) -> CaptionInfo:
         if request.caption is not None:
@@ -325,16 +359,18 @@ class Predictor:
         return self._caption_from_captioner(resized)
 
     def _caption_from_captioner(self, rgb: np.ndarray) -> CaptionInfo:
-        if self.captioner is None:
+        if self._captioner_call is None:
             return CaptionInfo("", SOURCE_NONE)
         try:
-            result = self.captioner.caption([Image.fromarray(rgb)])[0]
+            result = self._captioner_call.caption([Image.fromarray(rgb)])[0]
         except Exception as err:  # any captioner failure degrades to no caption; the response says why
             logger.warning("captioner failed: %s: %s", type(err).__name__, err)
             return CaptionInfo("", SOURCE_FAILED, f"{type(err).__name__}: {err}")
         return CaptionInfo(result.text, result.source)
 
     def _custom_class_set(self, prompts: tuple[str, ...]) -> ClassSet:
+        if len(prompts) == 1:  # one class: every pixel gets it; nothing to segment
+            raise InvalidParameter(f"a custom class list needs at least two classes, got {list(prompts)!r}")
         with self._lock:
             cached = self._class_sets.get(prompts)
             if cached is not None:
@@ -383,7 +419,7 @@ class Predictor:
                 outputs.append(backend(images[chunk], feats[chunk], mask[chunk], embeds))
         return torch.cat(outputs)
 
-    def _run_group(self, members: list[_Prepared]) -> list[Prediction]:
+    def _run_group(self, members: list[PreparedRequest]) -> list[Prediction]:
         class_set = members[0].class_set
         start = time.perf_counter()
         class_embeds = self.embedder.class_embeddings(class_set.prompts())
@@ -410,7 +446,7 @@ class Predictor:
 
     def _prediction(
         self,
-        member: _Prepared,
+        member: PreparedRequest,
         labels: np.ndarray,
         confidence: np.ndarray,
         timings: dict[str, float],

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from serving.decode import Limits
 
+DEFAULT_LIMITS = Limits()  # the one place the body and pixel limits' defaults are written
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default).strip() or default
@@ -19,7 +21,10 @@ class ServiceSettings:
     SEMIDAVIL_CHECKPOINT (empty: the embedded default), SEMIDAVIL_BACKEND (auto), SEMIDAVIL_DEVICE
     (auto), SEMIDAVIL_CAPTIONER (blip2 | blip | none), SEMIDAVIL_CAPTIONER_MODEL, SEMIDAVIL_ARTIFACTS,
     SEMIDAVIL_MAX_BATCH (8), SEMIDAVIL_TIMEOUT_S (60),
-    SEMIDAVIL_MAX_CONCURRENCY (32), SEMIDAVIL_MAX_BODY_BYTES (20 MiB), SEMIDAVIL_MAX_PIXELS (25e6).
+    SEMIDAVIL_MAX_CONCURRENCY (32), SEMIDAVIL_MAX_BODY_BYTES (20 MiB), SEMIDAVIL_MAX_PIXELS (25e6),
+    SEMIDAVIL_CAPTIONER_TIMEOUT_S (half the request timeout: a slower or hung captioner degrades the
+    response to no caption, flagged), SEMIDAVIL_FAULTS (operator-only fault injection for the
+    reliability tests, see serving/faults.py; empty in production).
     """
 
     checkpoint: str | None = None
@@ -31,10 +36,13 @@ class ServiceSettings:
     max_batch: int = 8
     timeout_s: int = 60
     max_concurrency: int = 32
+    captioner_timeout_s: float = 30.0
+    faults: str = ""
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
+        timeout_s = int(_env("SEMIDAVIL_TIMEOUT_S", "60"))
         return cls(
             checkpoint=os.environ.get("SEMIDAVIL_CHECKPOINT") or None,
             backend=_env("SEMIDAVIL_BACKEND", "auto"),
@@ -43,10 +51,12 @@ class ServiceSettings:
             captioner_model=os.environ.get("SEMIDAVIL_CAPTIONER_MODEL") or None,
             artifacts=os.environ.get("SEMIDAVIL_ARTIFACTS") or None,
             max_batch=int(_env("SEMIDAVIL_MAX_BATCH", "8")),
-            timeout_s=int(_env("SEMIDAVIL_TIMEOUT_S", "60")),
+            timeout_s=timeout_s,
             max_concurrency=int(_env("SEMIDAVIL_MAX_CONCURRENCY", "32")),
+            captioner_timeout_s=float(_env("SEMIDAVIL_CAPTIONER_TIMEOUT_S", str(timeout_s / 2))),
+            faults=os.environ.get("SEMIDAVIL_FAULTS", "").strip(),
             limits=Limits(
-                max_body_bytes=int(_env("SEMIDAVIL_MAX_BODY_BYTES", str(20 * 1024 * 1024))),
-                max_pixels=int(_env("SEMIDAVIL_MAX_PIXELS", "25000000")),
+                max_body_bytes=int(_env("SEMIDAVIL_MAX_BODY_BYTES", str(DEFAULT_LIMITS.max_body_bytes))),
+                max_pixels=int(_env("SEMIDAVIL_MAX_PIXELS", str(DEFAULT_LIMITS.max_pixels))),
             ),
         )

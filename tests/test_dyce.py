@@ -192,3 +192,26 @@ def test_module_and_argument_checks() -> None:
         dyce_loss(logits, target[:, :3])
     with pytest.raises(TypeError, match="integer"):
         dyce_loss(logits, target.float())
+
+
+def test_normalized_is_weighted_mean_of_class_ces() -> None:
+    # Same H as test_hand_computed_all_valid (a, b, c): class weights (f_c / f_H)^0.5 = (2/3)^0.5, (1/3)^0.5;
+    # mean CE of class 0 in H = (ln 10 + ln 2) / 2, of class 1 = ln 4.
+    # normalize: L = sum_c w_c * mean_c / sum_c w_c.
+    logits, target = tiny_example()
+    w0, w1 = (2 / 3) ** 0.5, (1 / 3) ** 0.5
+    expected = (w0 * (math.log(10) + math.log(2)) / 2 + w1 * math.log(4)) / (w0 + w1)
+    got = dyce_loss(logits, target, hard_fraction=0.75, omega=0.5, normalize=True)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    raw = dyce_loss(logits, target, hard_fraction=0.75, omega=0.5)
+    assert got.item() == pytest.approx(raw.item() / (w0 + w1), rel=1e-12)
+
+
+def test_normalized_omega_one_is_unchanged_ohem() -> None:
+    # omega = 1: sum_c f_c / f_H = 1, so normalising changes nothing.
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6, dtype=torch.float64)
+    target = torch.randint(0, 4, (2, 5, 6))
+    a = dyce_loss(logits, target, 0.3, omega=1.0)
+    b = dyce_loss(logits, target, 0.3, omega=1.0, normalize=True)
+    torch.testing.assert_close(a, b)

@@ -154,23 +154,26 @@ def test_build_refuses_and_saves_nothing_when_agreement_fails(graph, inputs, tmp
 
 @pytest.fixture(scope="module")
 def onnx_artifacts(tmp_path_factory):
+    """The CLI without --checkpoint, on the same random weights as `served` (no default checkpoint)."""
     out = tmp_path_factory.mktemp("artifacts")
-    code = main(
-        [
-            "--backend",
-            "onnxruntime",
-            "--height",
-            "128",
-            "--width",
-            "256",
-            "--max-batch",
-            "4",
-            "--margin",
-            "0",
-            "--out",
-            str(out),
-        ]
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("serving.loading.DEFAULT_CHECKPOINT", Path("/nonexistent/default.safetensors"))
+        code = main(
+            [
+                "--backend",
+                "onnxruntime",
+                "--height",
+                "128",
+                "--width",
+                "256",
+                "--max-batch",
+                "4",
+                "--margin",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
     assert code == 0
     return out
 

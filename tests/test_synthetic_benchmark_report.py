@@ -44,3 +44,15 @@ def test_report_rows_rare_classes_and_verdicts(tmp_path):
     assert "PASS" in next(v for k, v in lines.items() if k.startswith("DyCE raises rare-5 mIoU: CT + DyCE >"))
     assert "not run" in next(v for k, v in lines.items() if "full) > CT + DLG" in k)
     assert "FAIL" in lines["each row <= 15 min wall"]
+
+
+def test_analysis_notes_are_included_only_when_present(tmp_path):
+    runs = tmp_path / "runs"
+    _row(runs, "full", dict.fromkeys(CLASSES, 40.0), 100)
+    notes = tmp_path / "notes.md"
+    argv = ["--runs", str(runs), "--results", str(tmp_path / "R.md"), "--report-only", "--notes", str(notes)]
+    assert "## Analysis" not in write_results(parse_args(argv), META)
+    notes.write_text("DyCE helps the rare classes because ...\n")
+    text = write_results(parse_args(argv), META)
+    assert "## Analysis\n\nDyCE helps the rare classes because ...\n" in text
+    assert text.index("## Analysis") < text.index("## Machine")

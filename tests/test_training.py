@@ -233,7 +233,7 @@ def test_short_run_lowers_the_loss(bench, tmp_path):
     batch = {k: next(v) for k, v in loaders.items()}
     losses = []
     for step in range(30):
-        loss, logs = trainer.step_loss(batch)
+        loss, logs = trainer.step_loss(batch, step)
         loss.backward()
         trainer._optimizer_step(step)
         losses.append(logs["sup"])
@@ -241,28 +241,42 @@ def test_short_run_lowers_the_loss(bench, tmp_path):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
-def test_kill_9_then_resume_ends_with_the_same_weights(bench, tmp_path):
-    straight = tiny_config(bench, tmp_path / "a", **{"optim.iters": 8})
+def _kill_after(cmd: list[str], state: Path, min_step: int, extra_delay_s: float) -> int:
+    """Start `cmd`, SIGKILL it `extra_delay_s` after its checkpoint reaches `min_step`: -> step saved."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and read_state(state)[0]["step"] >= min_step:
+            break
+        time.sleep(0.02)
+    time.sleep(extra_delay_s)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return read_state(state)[0]["step"]
+
+
+def test_kill_9_at_random_points_then_resume_ends_with_the_same_weights(bench, tmp_path):
+    """Two SIGKILLs at random (seeded) moments, each followed by a resume: the same final weights."""
+    iters = 40  # long enough that a run cannot finish inside the random delay after its kill target
+    straight = tiny_config(bench, tmp_path / "a", **{"optim.iters": iters})
     assert _run(straight).returncode == 0
     expected = _final_weights(tmp_path / "a" / "t")
 
-    killed = tiny_config(bench, tmp_path / "b", **{"optim.iters": 8})
+    killed = tiny_config(bench, tmp_path / "b", **{"optim.iters": iters})
     cmd = [sys.executable, str(ROOT / "training" / "run.py"), "--config", str(killed), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = tmp_path / "b" / "t" / "state.safetensors"
-    deadline = time.time() + 120
-    while not state.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    step_at_kill = read_state(state)[0]["step"]
-    assert step_at_kill < 8, "the run finished before it could be killed"
+    rng = np.random.default_rng(int(os.environ.get("KILL_SEED", "7")))
+    steps = []
+    for first in sorted(rng.choice(np.arange(2, iters // 2, 2), size=2, replace=False)):
+        min_step = max(int(first), steps[-1] + 1 if steps else 0)
+        steps.append(_kill_after(cmd, state, min_step, float(rng.uniform(0.0, 0.2))))
+    assert steps[0] < steps[1] < iters, f"the run finished before it could be killed twice ({steps})"
     result = _run(killed)
     assert result.returncode == 0, result.stderr[-2000:]
     got = _final_weights(tmp_path / "b" / "t")
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
-    assert "resumed" in (tmp_path / "b" / "t" / "train.log").read_text()
+    assert (tmp_path / "b" / "t" / "train.log").read_text().count("resumed") == 2
 
 
 def test_torchrun_two_processes_gloo_keeps_replicas_in_sync(bench, tmp_path):

@@ -62,6 +62,8 @@ def quiet_cpu():
 def predictor() -> Predictor:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("serving.loading.DEFAULT_CHECKPOINT", Path("/nonexistent/default.safetensors"))
+        # "auto" by the CPU rule, not this machine's measured choice (serving/backend_choice.json)
+        mp.setattr("serving.backends.factory.CHOICE_FILE", Path("/nonexistent/backend_choice.json"))
         return Predictor.from_checkpoint(None)
 
 

@@ -191,7 +191,7 @@ class Trainer:
     def _supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
         m = self.cfg["method"]
         if m["dyce"] and step >= m["dyce_warmup_iters"]:
-            return dyce_loss(logits, labels, m["dyce_h"], m["dyce_omega"])
+            return dyce_loss(logits, labels, m["dyce_h"], m["dyce_omega"], normalize=m["dyce_normalize"])
         return F.cross_entropy(logits.float(), labels, ignore_index=255)
 
     def _consistency_loss(self, logits: torch.Tensor, mix: dict[str, Any]) -> tuple[torch.Tensor, float]:
@@ -201,7 +201,7 @@ class Trainer:
         return (ce * confident).sum() / n_valid, float(confident.sum() / n_valid)
 
     def step_loss(
-        self, batches: dict[str, dict[str, Any]], step: int = 0
+        self, batches: dict[str, dict[str, Any]], step: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """One micro-batch at optimizer step `step`: -> (total loss, scalar logs)."""
         images, tokens, labels = [], [], []

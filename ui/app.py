@@ -258,11 +258,10 @@ def _write_outputs(
 ) -> tuple[str, str, str | None]:
     train_path = out_dir / f"{stem}_trainids.png"
     train_path.write_bytes(label_png(prediction.label_map))
-    try:
-        label_id_path: str | None = str(out_dir / f"{stem}_labelids.png")
+    label_id_path: str | None = None
+    if prediction.class_set.train_ids is not None:  # custom class sets have no Cityscapes label ids
+        label_id_path = str(out_dir / f"{stem}_labelids.png")
         Path(label_id_path).write_bytes(labelid_png(prediction.label_map, prediction.class_set))
-    except InvalidParameter:  # custom class sets have no Cityscapes label ids
-        label_id_path = None
     overlay_path = out_dir / f"{stem}_overlay.png"
     overlay_path.write_bytes(overlay_png(prediction.rgb, prediction.label_map, prediction.palette, alpha))
     return str(overlay_path), str(train_path), label_id_path

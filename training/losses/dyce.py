@@ -9,6 +9,11 @@ Over the valid pixels P (target != ignore_index), S = |P|, with per-pixel CE l_i
 H, f_c and f_H are constants (no gradient through the selection or the counts), so for i in H
 with label c: dL/dz_{i,k} = (p_{i,k} - y_{i,k}) / (f_H^omega * f_c^(1 - omega)), and 0 outside H.
 omega = 1 is OHEM (mean CE over H); h = 1, omega = 1 is plain mean cross-entropy.
+
+L is a sum over the classes present in H (L = sum_c (f_c / f_H)^omega * mean CE of class c in H), so
+its magnitude grows like sqrt(#classes) for omega = 0.5. `normalize=True` (our option, not the
+paper's) divides by sum_c (f_c / f_H)^omega, a constant per batch: the class weights keep their
+ratios and L becomes a weighted mean of per-class CEs, on the scale of the consistency loss.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def dyce_loss(
     hard_fraction: float = 0.2,
     omega: float = 0.5,
     ignore_index: int = 255,
+    normalize: bool = False,
 ) -> torch.Tensor:
     """DyCE loss (see module docstring).
 
@@ -67,6 +73,7 @@ def dyce_loss(
         hard_fraction: h, the fraction of valid pixels mined as H, in (0, 1].
         omega: the volume/class weighting exponent, in [0, 1].
         ignore_index: label of pixels that take no part in the loss.
+        normalize: divide by sum_c (f_c / f_H)^omega (no gradient through it), see module docstring.
 
     Returns:
         A float32 (float64 for fp64 logits) scalar. With no valid pixel it is 0 and still
@@ -98,21 +105,31 @@ def dyce_loss(
 
     class_count = torch.bincount(hard_class, minlength=num_classes).to(hard_ce.dtype)  # f_c
     weight = class_count[hard_class].pow(-(1.0 - omega)) * (float(num_hard) ** -omega)
-    return (weight * hard_ce).sum()
+    loss = (weight * hard_ce).sum()
+    if normalize:
+        present = class_count[class_count > 0]
+        loss = loss / (present / float(num_hard)).pow(omega).sum()
+    return loss
 
 
 class DyCELoss(nn.Module):
     """`dyce_loss` as a module: `DyCELoss(h, omega, ignore_index)(logits[B,K,H,W], target[B,H,W])`."""
 
-    def __init__(self, hard_fraction: float = 0.2, omega: float = 0.5, ignore_index: int = 255) -> None:
+    def __init__(
+        self, hard_fraction: float = 0.2, omega: float = 0.5, ignore_index: int = 255, normalize: bool = False
+    ) -> None:
         super().__init__()
         _check_args(hard_fraction, omega)
         self.hard_fraction = hard_fraction
         self.omega = omega
         self.ignore_index = ignore_index
+        self.normalize = normalize
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dyce_loss(logits, target, self.hard_fraction, self.omega, self.ignore_index)
+        return dyce_loss(logits, target, self.hard_fraction, self.omega, self.ignore_index, self.normalize)
 
     def extra_repr(self) -> str:
-        return f"hard_fraction={self.hard_fraction}, omega={self.omega}, ignore_index={self.ignore_index}"
+        return (
+            f"hard_fraction={self.hard_fraction}, omega={self.omega}, ignore_index={self.ignore_index}, "
+            f"normalize={self.normalize}"
+        )

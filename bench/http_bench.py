@@ -1,0 +1,213 @@
+"""HTTP: `/segment` of the real BentoML server against the in-process predictor, and throughput.
+
+- In-process: `Predictor.predict(png_bytes, caption)` plus the same JSON response the service
+  builds (`serving.http.prediction_response(..., "json")`), sequentially, in this process.
+- HTTP: POST /segment (multipart image + caption, JSON output) to `bentoml serve` on 127.0.0.1
+  (bench/launcher.py), sequentially, same image, same caption, same backend, same thread count.
+  Overhead = HTTP median / in-process median - 1 (target: <= 10 % for a 2048x1024 PNG).
+- Throughput at concurrency 1, 4, 8 (a thread per client, each with its own connection), with
+  adaptive batching (SEMIDAVIL_MAX_BATCH=8: BentoML's CORK dispatcher batches the forward) and
+  without it (SEMIDAVIL_MAX_BATCH=1, every request its own forward). The mean batch size the server
+  reports in its responses is recorded. Client and server share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+import model  # noqa: F401  (offline env defaults and the torchvision shim before open_clip)
+from bench.common import fixture_images, summarize, time_calls
+from bench.launcher import running_server
+
+CAPTION = "a city street with cars parked along the road and tall buildings on both sides"
+REQUEST_TIMEOUT_S = 300.0
+
+
+def _log(msg: str) -> None:
+    print(f"[http] {msg}", file=sys.stderr, flush=True)
+
+
+def default_http_backend() -> str:
+    """The eager backend the fallback rule picks for this CPU (compiled backends would compile
+    per batch bucket inside the timed region)."""
+    from serving.backends.factory import default_backend_name
+
+    name = default_backend_name("cpu")
+    return name if name.startswith("eager") else "eager-bf16"
+
+
+def image_bytes(fixtures: str | Path | None = None) -> tuple[bytes, str]:
+    """A real 2048x1024 Cityscapes PNG (read in place), else a synthetic one."""
+    paths = [p for p in fixture_images(fixtures) if "leftImg8bit" in p.name]
+    if paths:
+        return paths[0].read_bytes(), str(paths[0])
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = (np.random.default_rng(0).integers(0, 256, (1024, 2048, 3))).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), "synthetic noise 2048x1024 PNG (fixtures not found)"
+
+
+def inprocess(backend: str, data: bytes, repeats: int, warmup: int, max_batch: int = 8) -> dict[str, Any]:
+    from serving.http import prediction_response
+    from serving.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(None, backend=backend, captioner="none", max_batch=max_batch)
+
+    def call() -> None:
+        pred = predictor.predict(data, caption=CAPTION)
+        assert prediction_response(pred, "json", 0.5).body
+
+    times = time_calls(call, repeats, max(warmup, 1))
+    info = predictor.info()
+    return {
+        "latency": summarize(times),
+        "model": info["model"],
+        "checkpoint": info["checkpoint"],
+        "random_weights": info["random_weights"],
+        "backend": info["backend"]["name"],
+        "working_size": info["working_size"],
+    }
+
+
+def _post(client: httpx.Client, url: str, data: bytes) -> dict[str, Any]:
+    response = client.post(
+        url + "/segment",
+        files={"image": ("scene.png", data, "image/png")},
+        data={"caption": CAPTION},
+        timeout=REQUEST_TIMEOUT_S,
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"/segment answered {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+def throughput(url: str, data: bytes, concurrency: int, requests: int) -> dict[str, Any]:
+    """`requests` requests from `concurrency` client threads; requests/s and per-request latency."""
+    local = threading.local()
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
+    lock = threading.Lock()
+
+    def one(_: int) -> None:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client()
+        start = time.perf_counter()
+        body = _post(client, url, data)
+        elapsed = time.perf_counter() - start
+        with lock:
+            latencies.append(elapsed)
+            batch_sizes.append(int(body.get("batch_size") or 1))
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        start = time.perf_counter()
+        list(pool.map(one, range(requests)))
+        wall = time.perf_counter() - start
+    return {
+        "requests_per_s": requests / wall,
+        "wall_s": wall,
+        "latency": summarize(latencies),
+        "mean_batch": sum(batch_sizes) / len(batch_sizes),
+        "max_batch_seen": max(batch_sizes),
+    }
+
+
+def server_run(
+    data: bytes,
+    backend: str,
+    max_batch: int,
+    concurrencies: Sequence[int],
+    requests: int,
+    rounds: int,
+    sequential: tuple[int, int] | None,
+    workdir: Path,
+) -> dict[str, Any]:
+    env = {
+        "SEMIDAVIL_BACKEND": backend,
+        "SEMIDAVIL_CAPTIONER": "none",
+        "SEMIDAVIL_MAX_BATCH": str(max_batch),
+        "SEMIDAVIL_MAX_CONCURRENCY": "64",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        "MKL_NUM_THREADS": str(torch.get_num_threads()),
+    }
+    out: dict[str, Any] = {"max_batch": max_batch, "env": env}
+    with running_server(workdir, env) as server:
+        out["server_pid"] = server.process.pid
+        with httpx.Client() as client:
+            info = client.post(server.url + "/info", json={}, timeout=30).json()
+            out["backend"] = info["backend"]["name"]
+            out["model"] = info["model"]
+            if sequential is not None:
+                repeats, warmup = sequential
+                server_ms: list[float] = []
+
+                def call() -> None:
+                    server_ms.append(float(_post(client, server.url, data)["timings_ms"]["total"]))
+
+                times = time_calls(call, repeats, max(warmup, 1))
+                out["latency"] = summarize(times)
+                # the predictor's own total inside the server (timed requests only): client latency
+                # minus this is the HTTP + framework + batching-queue share
+                out["server_total"] = summarize([ms / 1000.0 for ms in server_ms[-repeats:]])
+        levels = {}
+        for c in concurrencies:
+            _log(f"max_batch {max_batch}: concurrency {c} ...")
+            throughput(server.url, data, c, c)  # warm-up burst
+            runs = [throughput(server.url, data, c, max(requests, c)) for _ in range(rounds)]
+            levels[str(c)] = {
+                "requests_per_s": summarize([r["requests_per_s"] for r in runs]),
+                "latency_median_s": summarize([r["latency"]["median"] for r in runs]),
+                "mean_batch": sum(r["mean_batch"] for r in runs) / len(runs),
+                "max_batch_seen": max(r["max_batch_seen"] for r in runs),
+                "requests": max(requests, c),
+                "rounds": rounds,
+            }
+        out["throughput"] = levels
+    return out
+
+
+def run(
+    repeats: int,
+    warmup: int,
+    concurrencies: Sequence[int] = (1, 4, 8),
+    requests: int = 16,
+    rounds: int = 3,
+    backend: str | None = None,
+    fixtures: str | Path | None = None,
+) -> dict[str, Any]:
+    backend = backend or default_http_backend()
+    data, source = image_bytes(fixtures)
+    _log(f"in-process predictor ({backend}) ...")
+    local = inprocess(backend, data, repeats, warmup)
+    with tempfile.TemporaryDirectory(prefix="semidavil-http-bench-") as tmp:
+        _log("server with adaptive batching (max batch 8) ...")
+        batched = server_run(
+            data, backend, 8, concurrencies, requests, rounds, (repeats, warmup), Path(tmp) / "batched"
+        )
+        _log("server without batching (max batch 1) ...")
+        single = server_run(data, backend, 1, concurrencies, requests, rounds, None, Path(tmp) / "single")
+    return {
+        "image": source,
+        "image_bytes": len(data),
+        "backend": backend,
+        "inprocess": local,
+        "batched": batched,
+        "unbatched": single,
+        "threads": torch.get_num_threads(),
+        "settings": {"concurrencies": list(concurrencies), "requests": requests, "rounds": rounds},
+    }

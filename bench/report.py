@@ -1,0 +1,678 @@
+"""BENCHMARKS.md `suite` section from the structured results of bench/run_all.py; target verdicts.
+
+Pure functions of the results dict (no measuring here), so they are unit-tested on their own:
+`evaluate_targets(results, plan)` -> rows with PASS / FAIL / "not measured: ..." and the numbers;
+`render(results, plan, ...)` -> Markdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import fmt_num, fmt_stat, format_machine, markdown_table
+
+BACKBONE_FRACTION = 0.50
+GRAPH_OVER_BACKBONE = 1.25
+DEFAULT_SPEEDUP = 4.0
+AGREEMENT = 0.995
+HTTP_OVERHEAD = 0.10
+BATCHING_GAIN = 1.3
+NO_GPU = "not measured: no GPU"
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    name: str
+    target: str
+    measured: str
+    verdict: str  # PASS, FAIL or "not measured: <why>"
+
+
+def _size(size: Sequence[int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:.1f} %"
+
+
+def verdict(ok: bool, quick: bool) -> str:
+    word = "PASS" if ok else "FAIL"
+    return f"{word} (quick run: indicative only)" if quick else word
+
+
+def _find_row(
+    rows: Sequence[dict[str, Any]], config: str, size: Sequence[int], batch: int, precision: str
+) -> Any:
+    """The result row for one (config, size, batch, precision) setting, or None."""
+    key = (config, list(size), batch, precision)
+    return next((r for r in rows if (r["config"], list(r["size"]), r["batch"], r["precision"]) == key), None)
+
+
+def _stage_row(results: dict[str, Any], config: str, size: Sequence[int], batch: int, precision: str) -> Any:
+    return _find_row((results.get("stages") or {}).get("rows", []), config, size, batch, precision)
+
+
+def _tower_row(results: dict[str, Any], config: str, size: Sequence[int], batch: int, precision: str) -> Any:
+    return _find_row((results.get("floor") or {}).get("visual", []), config, size, batch, precision)
+
+
+def matmul_peak(results: dict[str, Any], precision: str) -> float | None:
+    best = ((results.get("floor") or {}).get("matmul") or {}).get("best") or {}
+    entry = best.get(precision)
+    return entry["flops_per_s"] if entry else None
+
+
+def backbone_fraction(results: dict[str, Any], row: dict[str, Any]) -> float | None:
+    """Achieved backbone FLOP/s (FLOPs / median time) over the measured matmul peak at its precision."""
+    peak = matmul_peak(results, row["precision"])
+    seconds = row["times"]["backbone"]["median"]
+    if not peak or not seconds:
+        return None
+    return row["backbone_flops"] / seconds / peak
+
+
+def evaluate_targets(results: dict[str, Any], plan: dict[str, Any]) -> list[TargetRow]:
+    """The issue's targets at the plan's target config/size (semidavil-vitb16 at 512x1024 in a full run)."""
+    quick = bool(plan.get("quick"))
+    cfg, size = plan["target_config"], plan["target_size"]
+    where = f"{cfg} {_size(size)} batch 1 bf16"
+    rows: list[TargetRow] = []
+
+    stage = _stage_row(results, cfg, size, 1, "bf16")
+    if stage is None:
+        rows.append(
+            TargetRow(
+                "backbone FLOP/s",
+                f">= {BACKBONE_FRACTION:.0%} of bf16 matmul",
+                "",
+                f"not measured: {where} not in this run",
+            )
+        )
+    else:
+        frac = backbone_fraction(results, stage)
+        achieved = stage["backbone_flops"] / stage["times"]["backbone"]["median"]
+        peak = matmul_peak(results, "bf16")
+        measured = f"{where}: {fmt_num(achieved / 1e9)} GFLOP/s of {fmt_num((peak or 0) / 1e9)} GFLOP/s = {_pct(frac)}"
+        rows.append(
+            TargetRow(
+                "backbone FLOP/s",
+                f">= {BACKBONE_FRACTION:.0%} of bf16 matmul",
+                measured,
+                verdict(frac is not None and frac >= BACKBONE_FRACTION, quick)
+                if frac is not None
+                else "not measured: no matmul peak",
+            )
+        )
+
+    tower = _tower_row(results, cfg, size, 1, "bf16")
+    if stage is None or tower is None:
+        rows.append(
+            TargetRow(
+                "graph vs plain backbone",
+                f"<= {GRAPH_OVER_BACKBONE}x",
+                "",
+                f"not measured: {where} graph or open_clip tower missing",
+            )
+        )
+    else:
+        ratio = stage["times"]["whole"]["median"] / tower["time"]["median"]
+        measured = (
+            f"{where}: graph {fmt_stat(stage['times']['whole'])} ms / open_clip tower "
+            f"{fmt_stat(tower['time'])} ms = {ratio:.2f}x"
+        )
+        rows.append(
+            TargetRow(
+                "graph vs plain backbone",
+                f"<= {GRAPH_OVER_BACKBONE}x",
+                measured,
+                verdict(ratio <= GRAPH_OVER_BACKBONE, quick),
+            )
+        )
+
+    bmodels = (results.get("backends") or {}).get("models") or []
+    bm = next((m for m in bmodels if m["model"] == plan.get("backend_target_model", cfg)), None)
+    if bm is None:
+        rows.append(
+            TargetRow(
+                "default CPU path vs eager fp32",
+                f">= {DEFAULT_SPEEDUP}x, agreement >= {AGREEMENT:.1%}",
+                "",
+                "not measured: backend benchmark of the target model missing",
+            )
+        )
+    else:
+        chosen = next((r for r in bm["rows"] if r["backend"] == bm["chosen"]), None)
+        if chosen is None:
+            rows.append(
+                TargetRow(
+                    "default CPU path vs eager fp32",
+                    f">= {DEFAULT_SPEEDUP}x, agreement >= {AGREEMENT:.1%}",
+                    f"{bm['model']} {_size(bm['size'])}: no backend reached the agreement bar",
+                    verdict(False, quick),
+                )
+            )
+        else:
+            speed = chosen.get("speedup_b1") or 0.0
+            agree = chosen["agreement"]["argmax_agreement"]
+            measured = (
+                f"{bm['model']} {_size(bm['size'])} batch 1: default = {chosen['backend']}, "
+                f"{speed:.2f}x eager fp32, agreement {_pct(agree)} (margin {bm['margin']}; all pixels "
+                f"{_pct(chosen['agreement']['argmax_agreement_all'])})"
+            )
+            rows.append(
+                TargetRow(
+                    "default CPU path vs eager fp32",
+                    f">= {DEFAULT_SPEEDUP}x, agreement >= {AGREEMENT:.1%}",
+                    measured,
+                    verdict(speed >= DEFAULT_SPEEDUP and agree >= AGREEMENT, quick),
+                )
+            )
+
+    http = results.get("http")
+    if not http or "latency" not in (http.get("batched") or {}):
+        rows.append(
+            TargetRow("HTTP overhead", f"<= {HTTP_OVERHEAD:.0%}", "", "not measured: HTTP benchmark missing")
+        )
+    else:
+        local = http["inprocess"]["latency"]["median"]
+        remote = http["batched"]["latency"]["median"]
+        overhead = remote / local - 1.0
+        measured = (
+            f"2048x1024 PNG, {http['backend']}: /segment {fmt_stat(http['batched']['latency'])} ms vs in-process "
+            f"{fmt_stat(http['inprocess']['latency'])} ms = {overhead * 100:+.1f} %"
+        )
+        rows.append(
+            TargetRow(
+                "HTTP overhead",
+                f"<= {HTTP_OVERHEAD:.0%}",
+                measured,
+                verdict(remote <= local * (1.0 + HTTP_OVERHEAD), quick),
+            )
+        )
+
+    levels = ((http or {}).get("batched") or {}).get("throughput") or {}
+    if "1" in levels and "8" in levels:
+        one = levels["1"]["requests_per_s"]["median"]
+        eight = levels["8"]["requests_per_s"]["median"]
+        measured = (
+            f"{fmt_num(eight)} req/s at 8 (mean batch {levels['8']['mean_batch']:.1f}) vs {fmt_num(one)} req/s at 1 "
+            f"= {eight / one:.2f}x"
+        )
+        rows.append(
+            TargetRow(
+                "adaptive batching",
+                f">= {BATCHING_GAIN}x (c=8 vs c=1)",
+                measured,
+                verdict(eight >= one * BATCHING_GAIN, quick),
+            )
+        )
+    else:
+        rows.append(
+            TargetRow(
+                "adaptive batching",
+                f">= {BATCHING_GAIN}x (c=8 vs c=1)",
+                "",
+                "not measured: throughput missing",
+            )
+        )
+
+    gpu = bool((results.get("backends") or {}).get("gpu")) or bool((results.get("training") or {}).get("gpu"))
+    for name in (
+        "H200: Torch-TensorRT latency",
+        "H200: semidavil-vitb16 training at the paper's crop and batch",
+    ):
+        rows.append(TargetRow(name, "issue's H200 targets", "", "see the GPU sections" if gpu else NO_GPU))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def targets_table(rows: Sequence[TargetRow]) -> str:
+    return markdown_table(
+        ("Target", "Bar", "Measured", "Verdict"), [(r.name, r.target, r.measured, r.verdict) for r in rows]
+    )
+
+
+def floor_tables(results: dict[str, Any]) -> str:
+    floor = results.get("floor")
+    if not floor:
+        return "_not run_"
+    mm = markdown_table(
+        ("Precision", "n", "Median ms (min–max)", "GFLOP/s (median)", "GFLOP/s range"),
+        [
+            (
+                r["precision"],
+                r["n"],
+                fmt_stat(r["time"]),
+                fmt_num(r["flops_per_s"] / 1e9),
+                f"{fmt_num(r['flops_per_s_min'] / 1e9)}–{fmt_num(r['flops_per_s_max'] / 1e9)}",
+            )
+            for r in floor["matmul"]["runs"]
+        ],
+        "lrrrr",
+    )
+    best = ", ".join(
+        f"{p}: {fmt_num(b['flops_per_s'] / 1e9)} GFLOP/s (n = {b['n']})"
+        for p, b in floor["matmul"]["best"].items()
+    )
+    towers = markdown_table(
+        (
+            "Config",
+            "Input",
+            "Batch",
+            "Precision",
+            "Median ms (min–max)",
+            "GFLOPs",
+            "GFLOP/s",
+            "% of matmul peak",
+        ),
+        [
+            (
+                r["config"],
+                _size(r["size"]),
+                r["batch"],
+                r["precision"],
+                fmt_stat(r["time"]),
+                fmt_num(r["flops"] / 1e9),
+                fmt_num(r["flops"] / r["time"]["median"] / 1e9),
+                _pct(
+                    r["flops"] / r["time"]["median"] / peak
+                    if (peak := matmul_peak(results, r["precision"]))
+                    else None
+                ),
+            )
+            for r in floor["visual"]
+        ],
+        "lllrrrrr",
+    )
+    return "\n".join(
+        [
+            "Matrix products (`torch.mm`, square n x n, 2n³ FLOPs):",
+            "",
+            mm,
+            "",
+            f"Measured peak (best median): {best}.",
+            "",
+            "Plain open_clip visual tower (`VisionTransformer` built for the input size, pooled output):",
+            "",
+            towers,
+        ]
+    )
+
+
+STAGE_COLUMNS = (
+    ("text_cold", "text cold"),
+    ("text_cached", "text cached"),
+    ("backbone", "backbone"),
+    ("dlg", "DLG"),
+    ("decoder", "decoder"),
+    ("upsample", "upsample (graph)"),
+    ("whole", "whole graph"),
+    ("upsample_argmax", "upsample+argmax to 2048x1024"),
+)
+
+
+def stage_tables(results: dict[str, Any]) -> str:
+    stages = results.get("stages")
+    if not stages:
+        return "_not run_"
+    req = stages["request"]
+    req_rows = [
+        (
+            "decode",
+            fmt_stat(req.get("decode")),
+            f"{req['image']} ({_size(req['image_size'])}, {req['bytes']:,} bytes)",
+        )
+    ]
+    if "caption_miss" in req:
+        req_rows.append(("caption (cache miss)", fmt_stat(req["caption_miss"]), req.get("captioner", "")))
+        req_rows.append(("caption (cache hit)", fmt_stat(req["caption_hit"]), "content-hash cache"))
+    else:
+        req_rows.append(("caption", "n/a", req.get("caption_error", "")))
+    req_rows.append(
+        ("PNG encode (label map)", fmt_stat(req.get("png_encode")), "2048x1024 uint8, zlib level 1")
+    )
+    header = (
+        "Config",
+        "Input",
+        "Batch",
+        "Precision",
+        *(label for _, label in STAGE_COLUMNS),
+        "backbone GFLOP/s",
+        "% of matmul peak",
+        "graph / plain tower",
+    )
+    rows = []
+    for r in stages["rows"]:
+        t = r["times"]
+        tower = _tower_row(results, r["config"], r["size"], r["batch"], r["precision"])
+        achieved = r["backbone_flops"] / t["backbone"]["median"]
+        rows.append(
+            (
+                r["config"],
+                _size(r["size"]),
+                r["batch"],
+                r["precision"],
+                *(fmt_stat(t.get(key)) for key, _ in STAGE_COLUMNS),
+                fmt_num(achieved / 1e9),
+                _pct(backbone_fraction(results, r)),
+                f"{t['whole']['median'] / tower['time']['median']:.2f}x" if tower else "n/a",
+            )
+        )
+    return "\n".join(
+        [
+            "Per request (independent of the model):",
+            "",
+            markdown_table(("Stage", "Median ms (min–max)", "What"), req_rows, "lrl"),
+            "",
+            "Per model setting (ms, median (min–max); upsample+argmax is per image):",
+            "",
+            markdown_table(header, rows, "llll" + "r" * (len(header) - 4)),
+        ]
+    )
+
+
+def backend_tables(results: dict[str, Any]) -> str:
+    backends = results.get("backends")
+    if not backends:
+        return "_not run_"
+    parts = []
+    for m in backends["models"]:
+        bmax = max(m["batches"])
+        header = (
+            "Backend",
+            "Build + first call s",
+            "Batch 1 ms",
+            f"Batch {bmax} ms per image",
+            "Speed-up b1",
+            f"Speed-up b{bmax}",
+            "Agreement (gated)",
+            "Agreement (all px)",
+            "Max abs err",
+            "≥ 99.5 %",
+        )
+        rows = []
+        for r in m["rows"]:
+            if r.get("error"):
+                rows.append((r["backend"], "", "", "", "", "", "", "", "", r["error"]))
+                continue
+            a = r["agreement"]
+            rows.append(
+                (
+                    r["backend"] + (" **(default)**" if r["backend"] == m["chosen"] else ""),
+                    fmt_num(r.get("build_s")),
+                    fmt_stat(r.get("latency_b1")),
+                    fmt_stat(r.get(f"per_image_b{bmax}")),
+                    f"{r['speedup_b1']:.2f}x" if r.get("speedup_b1") else "n/a",
+                    f"{r[f'speedup_b{bmax}']:.2f}x" if r.get(f"speedup_b{bmax}") else "n/a",
+                    f"{a['argmax_agreement'] * 100:.3f} %",
+                    f"{a['argmax_agreement_all'] * 100:.3f} %",
+                    fmt_num(a["max_abs_error"]),
+                    "yes" if a["argmax_agreement"] >= AGREEMENT else "no",
+                )
+            )
+        weights = (
+            f"checkpoint `{m['checkpoint']}`"
+            if m.get("checkpoint")
+            else "random weights (no trained checkpoint: agreement is only indicative)"
+        )
+        parts += [
+            f"**{m['model']}** at {_size(m['size'])}, K = {m['num_classes']}, L = {m['caption_length']}, "
+            f"{weights}, sha256 {m['checkpoint_sha256'][:12]}; gated agreement over pixels whose fp32 top-2 "
+            f"margin > {m['margin']}; images: {len(m['agreement_images'])} shared fixture frame(s) "
+            f"({m['agreement_pixels_per_image']:,} px each at the working size). CPU features: "
+            f"{m['cpu_features']}. Default (fastest at batch 1 with ≥ 99.5 %): **{m['chosen']}**"
+            + (
+                f", written to `{m['choice_written']}`"
+                if m.get("choice_written")
+                else " (not written; `--write-choice`)"
+            )
+            + ".",
+            "",
+            markdown_table(header, rows, "lrrrrrrrrl"),
+            "",
+        ]
+    if not backends.get("gpu"):
+        parts.append(f"Torch-TensorRT (tensorrt-fp16, tensorrt-bf16): {NO_GPU}.")
+    return "\n".join(parts)
+
+
+def http_tables(results: dict[str, Any]) -> str:
+    http = results.get("http")
+    if not http:
+        return "_not run_"
+    lat = markdown_table(
+        ("Path", "Median ms (min–max)", "n"),
+        [
+            (
+                "in-process `Predictor.predict` + JSON response",
+                fmt_stat(http["inprocess"]["latency"]),
+                http["inprocess"]["latency"]["n"],
+            ),
+            (
+                "HTTP POST /segment (JSON)",
+                fmt_stat(http["batched"].get("latency")),
+                (http["batched"].get("latency") or {}).get("n", ""),
+            ),
+            (
+                "of which the predictor inside the server (response `timings_ms.total`)",
+                fmt_stat(http["batched"].get("server_total"))
+                if http["batched"].get("server_total")
+                else "n/a",
+                (http["batched"].get("server_total") or {}).get("n", ""),
+            ),
+        ],
+        "lrr",
+    )
+    rows = []
+    for c in http["settings"]["concurrencies"]:
+        b = http["batched"]["throughput"].get(str(c))
+        u = http["unbatched"]["throughput"].get(str(c))
+        rows.append(
+            (
+                c,
+                fmt_stat(b["requests_per_s"], 1.0) if b else "n/a",
+                f"{b['mean_batch']:.2f} (max {b['max_batch_seen']})" if b else "",
+                fmt_stat(b["latency_median_s"]) if b else "",
+                fmt_stat(u["requests_per_s"], 1.0) if u else "n/a",
+                fmt_stat(u["latency_median_s"]) if u else "",
+            )
+        )
+    thr = markdown_table(
+        (
+            "Concurrency",
+            "Batching: req/s",
+            "mean batch",
+            "latency ms",
+            "No batching (max batch 1): req/s",
+            "latency ms",
+        ),
+        rows,
+        "rrrrrr",
+    )
+    inp = http["inprocess"]
+    return "\n".join(
+        [
+            f"Image: `{http['image']}` ({http['image_bytes']:,} bytes); backend {http['backend']}; model {inp['model']} "
+            f"at {_size(inp['working_size'])} ({'random weights' if inp['random_weights'] else inp['checkpoint']}); "
+            f"captioner off, caption given; server: `bentoml serve` on 127.0.0.1, {http['threads']} OpenMP thread(s).",
+            "",
+            lat,
+            "",
+            f"Throughput ({http['settings']['requests']} requests per round, {http['settings'].get('rounds', 1)} round(s), "
+            "median (min–max) over rounds; latency = median per round):",
+            "",
+            thr,
+        ]
+    )
+
+
+def training_table(results: dict[str, Any]) -> str:
+    tr = results.get("training")
+    if not tr:
+        return "_not run_"
+    rows = []
+    for r in tr["rows"]:
+        if r.get("error"):
+            rows.append((r["config"], r["device"], "", "", "", "", r["error"]))
+            continue
+        mem = f"RSS peak {r['rss_peak_bytes'] / 2**20:,.0f} MiB (+{r['rss_increase_bytes'] / 2**20:,.0f} MiB while training)"
+        if "cuda_peak_bytes" in r:
+            mem = f"CUDA peak {r['cuda_peak_bytes'] / 2**30:.2f} GiB; " + mem
+        batch = "+".join(f"{k[0]}{v}" for k, v in r["batch"].items())
+        rows.append(
+            (
+                r["config"],
+                f"{r['device']}, amp {r['amp']}",
+                f"{_size(r['crop'])}, batch {batch}",
+                f"{r['it_per_s']:.3g} ({r['it_per_s_range'][0]:.3g}–{r['it_per_s_range'][1]:.3g})",
+                fmt_stat(r["step_s"]),
+                f"{r['warmup']} + {r['iters']}",
+                mem,
+            )
+        )
+    if not tr.get("gpu"):
+        rows.append(("semidavil-vitb16", "cuda", "512x512, batch s2+l2+u2", "", "", "", NO_GPU))
+    return markdown_table(
+        (
+            "Config",
+            "Device",
+            "Crop, batch (source+labeled+unlabeled)",
+            "it/s (range)",
+            "Step ms",
+            "Warm-up + timed",
+            "Memory",
+        ),
+        rows,
+        "lllrrrl",
+    )
+
+
+def captioner_table(results: dict[str, Any]) -> str:
+    cap = results.get("captioner")
+    if not cap:
+        return "_not run_"
+    rows = []
+    for r in cap["tiny"]:
+        rows.append(
+            (
+                f"tiny {r['kind']} (random)",
+                f"{r['params']:,}",
+                fmt_stat(r["miss_b1"]),
+                fmt_stat(r["miss_b4"]),
+                fmt_stat(r["hit_b1"]),
+                "Captioner path (processor, greedy generate ≤ 20 tokens, decode, cache)",
+            )
+        )
+    for r in cap["sized"]:
+        if r.get("error"):
+            rows.append((f"{r['kind']}-sized (random, bf16)", "", "", "", "", r["error"]))
+            continue
+        rows.append(
+            (
+                f"{r['kind']}-sized (random, bf16)",
+                f"{r['params']:,}",
+                fmt_stat(r["b1"]),
+                "",
+                "",
+                f"`generate(pixel_values)`, exactly {r['tokens']} new tokens, batch 1",
+            )
+        )
+    if not cap["sized"]:
+        rows.append(
+            (
+                "BLIP / BLIP-2 sized",
+                "",
+                "",
+                "",
+                "",
+                "not run (quick mode; full run: `--captioner-sized blip,blip2`)",
+            )
+        )
+    return markdown_table(
+        ("Captioner", "Params", "Batch 1 ms (miss)", "Batch 4 ms (miss)", "Cache hit ms", "What"),
+        rows,
+        "lrrrrl",
+    )
+
+
+def same_run_sentence(results: dict[str, Any]) -> str:
+    """Whether every figure comes from this run, or which modules `--reuse` took from an earlier one."""
+    reused = (results.get("reused") or {}).get("modules")
+    if not reused:
+        return "All figures come from the same run, on the same machine, side by side."
+    dates = results["reused"].get("dates", {})
+    listed = ", ".join(f"{m} ({dates.get(m, 'earlier')})" for m in reused)
+    return (
+        f"Modules {listed} come from earlier runs with the same plan and machine (`--reuse`); "
+        "the others were re-run now."
+    )
+
+
+def render(results: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any], command: str) -> str:
+    quick = (
+        "\n**Quick mode (smoke test, tiny sizes, few repeats): not for comparison.**\n"
+        if plan.get("quick")
+        else ""
+    )
+    errors = results.get("errors") or {}
+    durations = results.get("durations_s") or {}
+    settings = (
+        f"threads: {machine['torch_threads']} intra-op (torch), same for ONNX Runtime and the server; "
+        f"repeats: {plan['repeats']} timed after {plan['warmup']} warm-up (warm-up excluded); figures are "
+        "medians with (min–max) over the timed repeats; random weights (seed 0) unless a checkpoint is named; "
+        "`torch.inference_mode()`; bf16 = `torch.autocast(bfloat16)` over fp32 weights (the eager-bf16 backend). "
+        + same_run_sentence(results)
+    )
+    parts = [
+        "## Benchmark suite: stages, floor, backends, HTTP, training, captioner",
+        quick,
+        f"Command (from the repository root): `{command}`",
+        "",
+        f"Settings: {settings}",
+        "",
+        "Machine:",
+        "",
+        format_machine(machine),
+        "",
+        "Module run times: " + ", ".join(f"{k} {v:.0f} s" for k, v in durations.items()) + ".",
+        "",
+        "### Targets",
+        "",
+        targets_table(evaluate_targets(results, plan)),
+        "",
+        f"Target setting: {plan['target_config']} at {_size(plan['target_size'])}"
+        + (" (the quick run's stand-in for semidavil-vitb16 at 512x1024)." if plan.get("quick") else "."),
+        "",
+        "### Floor: matrix-product throughput and the plain open_clip visual tower",
+        "",
+        floor_tables(results),
+        "",
+        "### Stages",
+        "",
+        stage_tables(results),
+        "",
+        "### Backends (same inputs; agreement with eager fp32)",
+        "",
+        backend_tables(results),
+        "",
+        "### HTTP: /segment vs in-process, throughput with and without adaptive batching",
+        "",
+        http_tables(results),
+        "",
+        "### Training",
+        "",
+        training_table(results),
+        "",
+        "### Captioner",
+        "",
+        captioner_table(results),
+        "",
+    ]
+    if errors:
+        parts += ["### Modules that failed", "", *(f"- {k}: {v}" for k, v in errors.items()), ""]
+    return "\n".join(parts)

@@ -1,0 +1,68 @@
+"""training.publish: a finished run becomes a serving checkpoint with its metrics in the header."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import load_model
+from model.checkpoint import read_header
+from serving.loading import load_serving_model
+from tests.test_training import _run, tiny_config
+from tests.tiny_data import write_tiny_benchmark
+from training.publish import ROOT, PublishError, _strip_host_paths, publish
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("publish")
+    config = tiny_config(write_tiny_benchmark(root / "bench"), root / "runs", **{"optim.iters": 2})
+    result = _run(config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "runs" / "t"
+
+
+def test_published_checkpoint_has_the_run_metrics_and_the_same_weights(finished_run, tmp_path):
+    out = tmp_path / "default.safetensors"
+    header = publish(finished_run, out)
+    evaluation = json.loads((finished_run / "eval_final.json").read_text())
+    assert read_header(out)["metrics"] == header["metrics"]
+    assert header["metrics"]["miou"] == evaluation["miou"]
+    assert header["metrics"]["iou"] == evaluation["iou"]
+    assert header["metrics"]["iters"] == 2
+    assert not Path(header["metrics"]["dataset"]).is_absolute()
+    original, _ = load_model(finished_run / "model.safetensors")
+    published, _ = load_model(out)
+    for (k, a), (_, b) in zip(original.state_dict().items(), published.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    served = load_serving_model(None, default_checkpoint=out)
+    assert not served.random_weights
+
+
+def test_unfinished_run_is_refused(finished_run, tmp_path):
+    broken = tmp_path / "run"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes((finished_run / "model.safetensors").read_bytes())
+    with pytest.raises(PublishError, match="eval_final.json: missing"):
+        publish(broken, tmp_path / "out.safetensors")
+
+
+def test_size_limit_is_enforced(finished_run, tmp_path):
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(PublishError, match="over the 0.001 MB limit"):
+        publish(finished_run, out, max_mb=0.001)
+    assert not out.exists() and not list(tmp_path.glob(".*publish*"))
+
+
+def test_repository_paths_in_the_training_config_become_relative():
+    cfg = {
+        "output_dir": str(ROOT / "runs" / "synthetic"),
+        "data": {"roots": [str(ROOT / "data" / "x"), "/elsewhere"]},
+    }
+    assert _strip_host_paths(cfg) == {
+        "output_dir": "runs/synthetic",
+        "data": {"roots": ["data/x", "/elsewhere"]},
+    }

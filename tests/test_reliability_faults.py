@@ -1,0 +1,272 @@
+"""Faults: a captioner that raises or hangs, a backend that fails one batch, a bad checkpoint at
+start-up, a checkpoint write that runs out of disk.
+
+Server faults are switched on by the operator-only SEMIDAVIL_FAULTS (serving/faults.py). A killed
+training run that resumes to the same weights, and a failed training-state write, are covered by
+tests/test_training.py (test_kill_9_at_random_points_then_resume_ends_with_the_same_weights,
+test_failed_state_write_leaves_previous_state_intact).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bench import launcher
+from bench.reliability_cases import noise, png
+from model.checkpoint import HEADER_KEY, load_model, model_tensors, read_header, save_checkpoint
+from model.class_sets import CITYSCAPES_CLASSES
+from model.factory import create_model
+from serving.captioning import CaptionerTimeout, DeadlineCaptioner
+from serving.faults import Faults, FaultyCaptioner, InjectedFault, check_forward, parse_faults
+from serving.prediction import PredictRequest
+from tests.server import (
+    ROOT,
+    Server,
+    assert_error,
+    free_port,
+    metric_total,
+    running_server,
+    server_env,
+)
+
+CAPTIONER_TIMEOUT_S = 1.0
+TRIGGER = "fault-injection: fail this batch"
+START_TIMEOUT_S = 120
+
+
+class SlowCaptioner:
+    """Answers after `delay_s`, or when released."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.release = threading.Event()
+
+    def caption(self, images: list) -> list[str]:
+        self.release.wait(self.delay_s)
+        return ["a street"] * len(images)
+
+
+# ------------------------------------------------------------------------------------------------
+# In-process: the deadline and the fault switches
+
+
+def test_deadline_captioner_passes_results_and_errors_through() -> None:
+    assert DeadlineCaptioner(SlowCaptioner(0.0), 5.0).caption([None]) == ["a street"]
+    with pytest.raises(InjectedFault, match="raise"):
+        DeadlineCaptioner(FaultyCaptioner("raise"), 5.0).caption([None])
+
+
+def test_deadline_captioner_gives_up_on_a_hang_and_recovers_when_it_returns() -> None:
+    slow = SlowCaptioner(60.0)
+    timed = DeadlineCaptioner(slow, 0.3)
+    start = time.monotonic()
+    with pytest.raises(CaptionerTimeout, match="within 0.3 s"):
+        timed.caption([None])
+    assert time.monotonic() - start < 2.0
+    start = time.monotonic()
+    with pytest.raises(CaptionerTimeout, match="still busy"):  # no queueing behind the stuck call
+        timed.caption([None])
+    assert time.monotonic() - start < 0.2
+    slow.release.set()
+    time.sleep(0.1)
+    slow.release.clear()
+    slow.delay_s = 0.0
+    assert timed.caption([None]) == ["a street"]
+
+
+def test_fault_spec_parsing() -> None:
+    assert parse_faults("") == Faults() and not Faults().active
+    faults = parse_faults(f"captioner=hang, forward_error={TRIGGER}")
+    assert faults == Faults("hang", TRIGGER) and faults.active
+    for bad in ("captioner=slow", "backend=raise", "forward_error", "captioner="):
+        with pytest.raises(ValueError, match="SEMIDAVIL_FAULTS"):
+            parse_faults(bad)
+    check_forward(faults, [PredictRequest(b"", caption="other"), PredictRequest(b"", caption=None)])
+    with pytest.raises(InjectedFault):
+        check_forward(faults, [PredictRequest(b"", caption="x"), PredictRequest(b"", caption=TRIGGER)])
+
+
+# ------------------------------------------------------------------------------------------------
+# Over HTTP: degraded responses and one failing batch
+
+
+def _segment(http: httpx.Client, **fields: str) -> httpx.Response:
+    files = {"image": ("a.png", png(noise(64, 48)), "image/png")}
+    return http.post("/segment", files=files, data=fields, timeout=60)
+
+
+@pytest.fixture(scope="class")
+def hanging_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {
+        "SEMIDAVIL_FAULTS": f"captioner=hang,forward_error={TRIGGER}",
+        "SEMIDAVIL_CAPTIONER_TIMEOUT_S": str(CAPTIONER_TIMEOUT_S),
+    }
+    with running_server(tmp_path_factory.mktemp("hang"), env) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="class")
+def hanging(hanging_server: Server) -> Iterator[httpx.Client]:
+    with _client(hanging_server) as client:
+        yield client
+
+
+@pytest.fixture(scope="class")
+def raising(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    env = {"SEMIDAVIL_FAULTS": "captioner=raise"}
+    with running_server(tmp_path_factory.mktemp("raise"), env) as srv, _client(srv) as client:
+        yield client
+
+
+def _client(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=60)
+
+
+def _assert_degraded(response: httpx.Response, reason: str) -> None:
+    assert response.status_code == 200, response.text
+    caption = response.json()["caption"]
+    assert caption["text"] == "" and caption["source"] == "captioner_failed", caption
+    assert reason in caption["error"], caption
+
+
+class TestHangingCaptionerAndFailingBackend:
+    def test_hanging_captioner_degrades_within_the_timeout(self, hanging: httpx.Client) -> None:
+        start = time.monotonic()
+        _assert_degraded(_segment(hanging), f"did not answer within {CAPTIONER_TIMEOUT_S:g} s")
+        assert time.monotonic() - start < CAPTIONER_TIMEOUT_S + 5
+        start = time.monotonic()
+        _assert_degraded(_segment(hanging), "still busy")  # the stuck call is not waited for again
+        assert time.monotonic() - start < CAPTIONER_TIMEOUT_S + 5
+        label = _segment(hanging, output="label_png")
+        assert label.status_code == 200 and label.headers["x-caption-source"] == "captioner_failed"
+        files = {"image": ("a.png", png(noise(64, 48)), "image/png")}
+        alone = hanging.post("/caption", files=files).json()
+        assert alone["source"] == "captioner_failed" and alone["caption"] == ""
+
+    def test_a_caller_caption_needs_no_captioner(self, hanging: httpx.Client) -> None:
+        caption = _segment(hanging, caption="a road").json()["caption"]
+        assert caption == {"text": "a road", "source": "caller", "error": None}
+
+    def test_a_failing_forward_gets_a_500_with_an_id_and_the_next_requests_succeed(
+        self, hanging: httpx.Client, hanging_server: Server
+    ) -> None:
+        failed = _segment(hanging, caption=TRIGGER)
+        error = assert_error(failed, 500, "internal_error")
+        assert error["id"] and failed.headers["x-error-id"] == error["id"]
+        assert f"internal error {error['id']}: InjectedFault" in hanging_server.log_tail(400)
+        assert "Traceback" not in failed.text and "InjectedFault" not in failed.text
+        for _ in range(3):
+            assert _segment(hanging, caption="a road").status_code == 200
+        assert hanging.get("/readyz").status_code == 200
+        metrics = hanging.get("/metrics").text
+        assert metric_total(metrics, "bentoml_service_request_total", http_response_code="500") == 1
+
+
+class TestRaisingCaptioner:
+    def test_raising_captioner_degrades_and_says_why(self, raising: httpx.Client) -> None:
+        for _ in range(2):
+            _assert_degraded(_segment(raising), "InjectedFault: injected captioner fault (raise)")
+        assert raising.get("/readyz").status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------
+# A bad checkpoint at start-up: `bentoml serve` exits non-zero with one line
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "good.safetensors"
+    save_checkpoint(path, create_model("semidavil-tiny"), CITYSCAPES_CLASSES)
+    return path
+
+
+def _truncated(good: Path, target: Path) -> Path:
+    target.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return target
+
+
+def _mismatched(good: Path, target: Path) -> Path:
+    """Valid file and digest, but the header claims a decoder the weights do not fit."""
+    header = read_header(good)
+    header["model_config"]["decoder"]["channels"] = 48
+    model, _ = load_model(good)
+    save_file(model_tensors(model), target, metadata={HEADER_KEY: json.dumps(header)})
+    return target
+
+
+def serve_once(tmp_path: Path, checkpoint: Path) -> subprocess.CompletedProcess[str]:
+    """Run `bentoml serve` with SEMIDAVIL_CHECKPOINT=checkpoint until it exits (bounded)."""
+    env = server_env(tmp_path / "home", {"SEMIDAVIL_CHECKPOINT": str(checkpoint)})
+    return subprocess.run(
+        launcher.bentoml_command(free_port()),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("missing", "checkpoint file not found"),
+        ("truncated", "not a readable safetensors file (truncated or corrupt)"),
+        ("mismatched", "weights do not match the model config"),
+    ],
+)
+def test_bad_checkpoint_stops_the_server_with_one_line(
+    tmp_path: Path, good_checkpoint: Path, kind: str, problem: str
+) -> None:
+    target = tmp_path / f"{kind}.safetensors"
+    if kind == "truncated":
+        _truncated(good_checkpoint, target)
+    elif kind == "mismatched":
+        _mismatched(good_checkpoint, target)
+    result = serve_once(tmp_path, target)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"semidavil: cannot start: {target}: {problem}"), lines
+    assert not result.stdout.strip(), result.stdout[-2000:]
+
+
+# ------------------------------------------------------------------------------------------------
+# A checkpoint write that fails (disk full) leaves the previous checkpoint intact
+
+
+def test_disk_full_during_checkpoint_write_keeps_the_previous_file(
+    tmp_path: Path, good_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(good_checkpoint.read_bytes())
+    before = path.read_bytes()
+
+    def disk_full(tensors: dict, filename: str, metadata: dict | None = None) -> None:
+        with open(filename, "wb") as fh:
+            fh.write(b"\x00" * 4096)  # part of the data reached the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("model.checkpoint.save_file", disk_full)
+    torch.manual_seed(1)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, create_model("semidavil-tiny"), CITYSCAPES_CLASSES)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # no temp file left
+    model, header = load_model(path)
+    expected, _ = load_model(good_checkpoint)
+    for key, value in model_tensors(expected).items():
+        assert torch.equal(model_tensors(model)[key], value), key
+    assert header["tensors_sha256"] == read_header(good_checkpoint)["tensors_sha256"]

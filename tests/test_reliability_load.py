@@ -1,0 +1,45 @@
+"""Load against the real server on loopback (bench/reliability.py's mix and runner).
+
+The default suite sends 100 mixed requests at concurrency 16 (well under half a minute); the slow
+test is the soak of the report: 1000 requests after a warm-up, p50/p99 recorded, resident memory at the end within
+10 % of memory after warm-up. Either way: no 5xx other than the documented 503, no transport error,
+and the server is ready afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bench.reliability import MEMORY_TOLERANCE, SERVER_DEFAULTS, WARMUP, LoadResult, plan, run_load, soak
+from tests.server import Server, running_server
+
+CONCURRENCY = 16
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("load"), SERVER_DEFAULTS) as srv:
+        yield srv
+
+
+def _assert_healthy(server: Server, result: LoadResult) -> None:
+    assert result.server_errors == 0, result.statuses
+    assert not result.transport_errors, result.transport_errors[:3]
+    assert server.ready()
+
+
+def test_100_mixed_requests_at_concurrency_16(server: Server) -> None:
+    result = run_load(server.url, plan(100, seed=3), CONCURRENCY)
+    assert result.count == 100
+    assert result.statuses[200] >= 70, result.statuses
+    assert set(result.statuses) <= {200, 415, 422}, result.statuses
+    _assert_healthy(server, result)
+
+
+@pytest.mark.slow
+def test_soak_1000_requests_keeps_memory_flat(server: Server) -> None:
+    result, rss = soak(server, 1000, CONCURRENCY, WARMUP)
+    _assert_healthy(server, result)
+    assert abs(rss[-1] - rss[0]) <= MEMORY_TOLERANCE * rss[0], rss

@@ -1,0 +1,114 @@
+"""Publish a finished run's model as a serving checkpoint (the embedded default is made this way).
+
+    python -m training.publish runs/synthetic/synthetic_full \
+        [--out serving/default_checkpoint.safetensors] [--max-mb 20]
+
+Reads `<run>/model.safetensors` (integrity-checked by `model.load_model`), `<run>/eval_final.json`
+and `<run>/wall_seconds.json`, and writes a new checkpoint whose header `metrics` hold the final
+evaluation (mIoU, per-class IoU, eval mode and size, which weights were evaluated), the experiment
+name, the training wall time and the number of iterations. The tensors are written unchanged.
+A file over `--max-mb` is refused (the default checkpoint ships in the repository and the Bento).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from model import load_model, save_checkpoint
+from model.checkpoint import read_header
+from training.trainer import MODEL_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "serving" / "default_checkpoint.safetensors"
+
+
+class PublishError(RuntimeError):
+    """The run folder is unfinished or the result would not be a valid serving checkpoint."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PublishError(f"{path}: missing (is the run finished?)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PublishError(f"{path}: not valid JSON: {err}") from err
+
+
+def _relative(path: str) -> str:
+    """A data path relative to the repository when it lies inside it (headers must not leak host paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return Path(path).name
+
+
+def _strip_host_paths(node: Any) -> Any:
+    """The training config with absolute paths inside the repository made relative to it."""
+    if isinstance(node, dict):
+        return {k: _strip_host_paths(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_strip_host_paths(v) for v in node]
+    if isinstance(node, str) and node.startswith(str(ROOT) + os.sep):
+        return _relative(node)
+    return node
+
+
+def published_metrics(run_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """The header `metrics` of a published checkpoint, from the run folder's final evaluation."""
+    evaluation = _read_json(run_dir / "eval_final.json")
+    training = header.get("training_config", {})
+    wall = run_dir / "wall_seconds.json"
+    old = header.get("metrics", {})
+    metrics = {
+        "experiment": training.get("experiment", run_dir.name),
+        "benchmark": "synthetic driving-scene benchmark, target val (see RESULTS.md)",
+        "miou": evaluation["miou"],
+        "iou": evaluation["iou"],
+        "num_classes": evaluation["num_classes"],
+        "iters": training.get("optim", {}).get("iters"),
+        "eval": old.get("eval", {}),
+        "dataset": _relative(old["dataset"]) if old.get("dataset") else "",
+    }
+    if wall.is_file():
+        metrics["train_wall_minutes"] = round(_read_json(wall)["seconds"] / 60.0, 1)
+    return metrics
+
+
+def publish(run_dir: Path, out: Path = DEFAULT_OUT, max_mb: float = 20.0) -> dict[str, Any]:
+    """Write the run's model to `out` with its metrics in the header; returns the new header."""
+    source = run_dir / MODEL_FILE
+    model, header = load_model(source)
+    metrics = published_metrics(run_dir, header)
+    tmp = out.with_name(f".{out.name}.publish")
+    training = _strip_host_paths(header.get("training_config") or {})
+    new_header = save_checkpoint(tmp, model, header["class_names"], training, metrics)
+    size_mb = tmp.stat().st_size / 2**20
+    if size_mb > max_mb:
+        tmp.unlink()
+        raise PublishError(f"{out}: {size_mb:.1f} MB is over the {max_mb} MB limit")
+    read_header(tmp)
+    os.replace(tmp, out)
+    return new_header
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "run_dir", type=Path, help="a finished run folder (holds model.safetensors, eval_final.json)"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="checkpoint to write (default: %(default)s)")
+    p.add_argument("--max-mb", type=float, default=20.0, help="refuse a larger file (default: %(default)s)")
+    args = p.parse_args(argv)
+    header = publish(args.run_dir, args.out, args.max_mb)
+    m = header["metrics"]
+    print(f"wrote {args.out}: {m['experiment']}, mIoU {m['miou']:.1f} ({m['benchmark']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
