@@ -600,6 +600,34 @@ def captioner_table(results: dict[str, Any]) -> str:
     )
 
 
+def changes_table(results: dict[str, Any]) -> str:
+    """Before/after of each speed change (bench/changes.py), interleaved rounds in one process."""
+    data = results.get("changes")
+    if not data:
+        return "Not run."
+    rows = []
+    for row in data["rows"]:
+        before, after = row["before"], row["after"]
+        first = row.get("first_call_s")
+        note = f"first call {first['before']:.0f} s / {first['after']:.0f} s" if first else ""
+        rows.append(
+            [
+                row["change"],
+                row["what"],
+                fmt_stat(before),
+                fmt_stat(after),
+                f"{before['median'] / after['median']:.2f}x",
+                note,
+            ]
+        )
+    header = ["Change", "Timed", "Before ms", "After ms", "Speed-up", "Note"]
+    intro = (
+        f"{data['config']} at {_size(data['size'])}, batch {data['batch']}; before and after alternate "
+        "in each round (same process, same inputs), so both see the same machine state."
+    )
+    return intro + "\n\n" + markdown_table(header, rows, "llllrl")
+
+
 def same_run_sentence(results: dict[str, Any]) -> str:
     """Whether every figure comes from this run, or which modules `--reuse` took from an earlier one."""
     reused = (results.get("reused") or {}).get("modules")
@@ -625,8 +653,8 @@ def render(results: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any
         f"threads: {machine['torch_threads']} intra-op (torch), same for ONNX Runtime and the server; "
         f"repeats: {plan['repeats']} timed after {plan['warmup']} warm-up (warm-up excluded); figures are "
         "medians with (min–max) over the timed repeats; random weights (seed 0) unless a checkpoint is named; "
-        "`torch.inference_mode()`; bf16 = `torch.autocast(bfloat16)` over fp32 weights (the eager-bf16 backend). "
-        + same_run_sentence(results)
+        "`torch.inference_mode()`; bf16 = `torch.autocast(bfloat16)` over the graph's bf16 inference copy "
+        "(`model.fast.inference_copy`, as the eager-bf16 backend runs it). " + same_run_sentence(results)
     )
     parts = [
         "## Benchmark suite: stages, floor, backends, HTTP, training, captioner",
@@ -655,6 +683,10 @@ def render(results: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any
         "### Stages",
         "",
         stage_tables(results),
+        "",
+        "### Speed changes: before / after",
+        "",
+        changes_table(results),
         "",
         "### Backends (same inputs; agreement with eager fp32)",
         "",

@@ -8,6 +8,7 @@ Modules, one concern each, each returning structured results (bench/<module>.py)
   stages     per-stage latency (decode, caption, text cold/cached, backbone, DLG, decoder,
              upsample/argmax, PNG encode) and backbone FLOPs
   floor      bf16 / fp32 matmul throughput and the plain open_clip visual tower
+  changes    before/after of each speed change, interleaved in one process (bench/changes.py)
   backends   eager fp32 / bf16, torch.compile, ONNX Runtime (Torch-TensorRT on a GPU) with argmax
              agreement against eager fp32 on the shared fixtures; `--write-choice` records the
              fastest passing one in serving/backend_choice.json (backend="auto")
@@ -42,7 +43,7 @@ from bench.common import BENCHMARKS_MD, command_line, machine_info, split_list, 
 
 SECTION = "suite"
 SCRIPT = "bench/run_all.py"
-MODULES = ("floor", "stages", "backends", "http", "training", "captioner", "profile")
+MODULES = ("floor", "stages", "changes", "backends", "http", "training", "captioner", "profile")
 
 
 def make_plan(quick: bool) -> dict[str, Any]:
@@ -67,6 +68,7 @@ def make_plan(quick: bool) -> dict[str, Any]:
             "training": {"iters": 4, "warmup": 1},
             "captioner": {"sized": [], "tokens": 20},
             "profile_argv": ["--quick"],
+            "changes_freezing": False,
         }
     return {
         "quick": False,
@@ -87,11 +89,21 @@ def make_plan(quick: bool) -> dict[str, Any]:
         "training": {"iters": 20, "warmup": 3},
         "captioner": {"sized": ["blip", "blip2"], "tokens": 20},
         "profile_argv": [],
+        "changes_freezing": True,
     }
 
 
 def _modules(plan: dict[str, Any], args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
-    from bench import backends, captioner_bench, floor, http_bench, model_profile, stages, training_bench
+    from bench import (
+        backends,
+        captioner_bench,
+        changes,
+        floor,
+        http_bench,
+        model_profile,
+        stages,
+        training_bench,
+    )
 
     sizes = [tuple(s) for s in plan["sizes"]]
     r, w = plan["repeats"], plan["warmup"]
@@ -102,6 +114,9 @@ def _modules(plan: dict[str, Any], args: argparse.Namespace) -> dict[str, Callab
         ),
         "stages": lambda: stages.run(
             plan["configs"], sizes, plan["batches"], plan["precisions"], r, w, fixtures=args.fixtures
+        ),
+        "changes": lambda: changes.run(
+            plan["target_config"], tuple(plan["target_size"]), r, w, plan["changes_freezing"]
         ),
         "backends": lambda: backends.run(
             [(spec, tuple(size) if size else None) for spec, size in plan["backend_models"]],

@@ -6,7 +6,7 @@ Request stages (per image, independent of the model size):
                 BLIP-2 cost is in bench/captioner_bench.py
   PNG encode    serving.encode.label_png of a 2048x1024 label map (zlib level 1)
 Model stages (per config, working size, batch and precision; eager, `torch.inference_mode()`,
-bf16 = `torch.autocast` as the eager-bf16 backend runs it):
+bf16 = `torch.autocast` over `model.fast.inference_copy`, as the eager-bf16 backend runs it):
   text (cold)   caption token features through the frozen CLIP text tower, cache miss
   text (cached) the same caption again (LRU hit)
   backbone      seg.features (ViT dense value path + skips)
@@ -36,6 +36,7 @@ import torch
 import model
 from bench.common import fixture_images, median_time, synthetic_inputs
 from bench.model_profile import _stage_fns, attention_flop_mapping, count_flops
+from model.fast import inference_copy
 from serving.loading import random_model
 
 CAPTION = "a city street with cars parked along the road, trees and tall buildings under a cloudy sky"
@@ -125,15 +126,16 @@ def graph_stages(
     cfg = net.config
     inputs = synthetic_inputs(batch, *size, num_classes, caption_length, cfg.embed_dim, seed=seed)
     times: dict[str, Any] = {}
+    graph = inference_copy(net.seg) if precision == "bf16" else net.seg  # as the eager backends run it
     with torch.inference_mode(), _autocast(precision):
-        fns, whole = _stage_fns(net.seg, *inputs)
+        fns, whole = _stage_fns(graph, *inputs)
         for stage, fn in fns.items():
             times[stage] = median_time(fn, repeats, warmup)
         times["whole"] = median_time(whole, repeats, warmup)
         logits = whole().float()
     one = logits[0].contiguous()
     times["upsample_argmax"] = median_time(lambda: labels_and_confidence(one, out_size), repeats, warmup)
-    del fns, whole, inputs, logits
+    del fns, whole, inputs, logits, graph
     gc.collect()
     return times
 

@@ -33,9 +33,15 @@ class ASPP(nn.Module):
         self.project = _conv_gn_relu(channels * (len(rates) + 2), channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.image_pool(x.mean(dim=(2, 3), keepdim=True)).expand_as(x)
-        feats = [branch(x) for branch in self.branches] + [pooled]
-        return x + self.project(torch.cat(feats, dim=1))
+        # project(cat(branches, broadcast pooled)) with the 1x1 projection split by input channels
+        # (conv is linear, no bias): the pooled branch's share is a [N, C, 1, 1] vector added by
+        # broadcasting, so no [N, C, h, w] copy of it is made and the concat stays channels-last.
+        conv, norm, relu = self.project
+        pooled = self.image_pool(x.mean(dim=(2, 3), keepdim=True))  # [N, C, 1, 1]
+        feats = torch.cat([branch(x) for branch in self.branches], dim=1)
+        split = feats.shape[1]
+        y = F.conv2d(feats, conv.weight[:, :split]) + F.conv2d(pooled, conv.weight[:, split:])
+        return x + relu(norm(y))
 
 
 class TransformerLayer(nn.Module):

@@ -234,3 +234,16 @@ def test_resnet_skip_variant_builds_and_runs():
 def test_no_vlp_trains_the_whole_visual_tower():
     m = create_model(get_model_config("semidavil-tiny", vlp=False))
     assert all(p.requires_grad for p in m.seg.visual.parameters())
+
+
+def test_aspp_split_projection_equals_concatenating_the_broadcast_pooled_branch():
+    """ASPP's split 1x1 projection gives the textbook result: cat(branches, expanded pool) -> project."""
+    from model.decoder import ASPP
+
+    torch.manual_seed(0)
+    aspp = ASPP(16, (1, 2)).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(3, 16, 9, 11).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        pooled = aspp.image_pool(x.mean(dim=(2, 3), keepdim=True)).expand_as(x)
+        reference = x + aspp.project(torch.cat([b(x) for b in aspp.branches] + [pooled], dim=1))
+        torch.testing.assert_close(aspp(x), reference, rtol=1e-5, atol=1e-5)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from model.fast import inference_copy
 from model.segmentor import SegmentationGraph
 from serving.backends.base import Backend, ShapeProfile
 from serving.backends.eager import PRECISIONS, autocast_context
@@ -56,14 +57,18 @@ class TorchCompileBackend(Backend):
         if precision not in PRECISIONS:
             raise ValueError(f"compile precision must be one of {PRECISIONS}, got {precision!r}")
         super().__init__(torch.device(device), profile.max_batch, profile)
-        self.graph = graph.eval().to(self.device)
+        graph = graph.eval().to(self.device)
+        self.graph = inference_copy(graph) if precision == "bf16" else graph
         self.precision = precision
         self.mode = mode
         self.name = f"compile-{precision}"
         self.buckets = batch_buckets(profile.max_batch)
         self.compile_seconds: dict[int, float] = {}
         self._lock = threading.Lock()
-        self._compiled = torch.compile(self._run, dynamic=False, mode=mode)
+        # freezing: weights become constants, so Inductor pre-packs them for oneDNN (and folds
+        # the bf16 casts); valid because serving never updates weights (inference_mode only).
+        options = {**(torch._inductor.list_mode_options(mode) if mode else {}), "freezing": True}
+        self._compiled = torch.compile(self._run, dynamic=False, options=options)
 
     def _run(
         self, images: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor

@@ -1,8 +1,10 @@
 """Eager PyTorch: the reference (fp32) and bf16 autocast.
 
-bf16 uses `torch.autocast(device_type, dtype=torch.bfloat16)` over fp32 weights: on the AVX-512/AMX
-CPUs measured in docs/stack.md section 8 that is 4.3x faster than fp32 and ~2x faster than casting
-the weights to bf16 (autocast keeps reductions and softmax in fp32 and picks the fast kernels).
+bf16 uses `torch.autocast(device_type, dtype=torch.bfloat16)` (autocast keeps reductions, norms and
+softmax in fp32 and picks the fast kernels; docs/stack.md section 8: ~2x faster than running a
+graph cast wholly to bf16) over `model.fast.inference_copy` of the graph: matmul/conv weights
+pre-cast to bf16 (no per-call weight casts) and QuickGELU folded into SiLU. Before/after figures:
+BENCHMARKS.md ("eager-bf16 fast path").
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import torch
 
+from model.fast import inference_copy
 from model.segmentor import SegmentationGraph
 from serving.backends.base import Backend, ShapeProfile
 
@@ -24,7 +27,8 @@ def autocast_context(device: torch.device, precision: str) -> torch.autocast:
 
 
 class EagerBackend(Backend):
-    """The graph run as is, under `torch.inference_mode()` (and bf16 autocast for "bf16").
+    """The graph under `torch.inference_mode()`: as is for "fp32", its bf16 inference copy under
+    bf16 autocast for "bf16" (the caller's graph is not modified).
 
     Shape-agnostic: any H, W, L, K; a profile only sets `max_batch`. Thread-safe (no state).
     """
@@ -42,7 +46,8 @@ class EagerBackend(Backend):
             raise ValueError(f"eager precision must be one of {PRECISIONS}, got {precision!r}")
         max_batch = profile.max_batch if profile else DEFAULT_MAX_BATCH
         super().__init__(torch.device(device), max_batch, None)
-        self.graph = graph.eval().to(self.device)
+        graph = graph.eval().to(self.device)
+        self.graph = inference_copy(graph) if precision == "bf16" else graph
         self.precision = precision
         self.name = f"eager-{precision}"
 

@@ -1,0 +1,145 @@
+"""Before/after figures of each speed change, measured side by side (interleaved) in one process.
+
+Each change keeps its previous implementation here (or a switch) so that the two are timed in
+alternating rounds on the same inputs; a slower or noisier machine moves both columns alike.
+
+  precast+silu   `model.fast.inference_copy`: bf16 matmul/conv weights, QuickGELU folded into SiLU
+                 (the eager-bf16 backend's graph) vs autocast over the fp32 graph
+  aspp-split     ASPP's 1x1 projection split by input channels (no broadcast pooled copy, the
+                 concat stays channels-last) vs concatenating the expanded pooled branch
+  eager-bf16     the whole graph before (autocast over fp32 weights, concatenating ASPP) vs now
+  freezing       torch.compile(bf16) with Inductor freezing (weights as constants, oneDNN
+                 pre-packing) vs without (full mode only: two compiles of the target model)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from bench.common import summarize, synthetic_inputs
+from model.decoder import ASPP
+from model.fast import inference_copy
+from serving.loading import random_model
+
+
+def legacy_aspp_forward(self: ASPP, x: torch.Tensor) -> torch.Tensor:
+    """ASPP as it was before the split projection: the pooled branch expanded and concatenated."""
+    pooled = self.image_pool(x.mean(dim=(2, 3), keepdim=True)).expand_as(x)
+    feats = [branch(x) for branch in self.branches] + [pooled]
+    return x + self.project(torch.cat(feats, dim=1))
+
+
+@contextlib.contextmanager
+def legacy_aspp() -> Iterator[None]:
+    """Run every ASPP with `legacy_aspp_forward` inside the block."""
+    current = ASPP.forward
+    ASPP.forward = legacy_aspp_forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ASPP.forward = current  # type: ignore[method-assign]
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Time each callable once per round, `repeats` rounds after `warmup` untimed ones: summaries (s)."""
+    for _ in range(max(0, warmup)):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: summarize(values) for name, values in times.items()}
+
+
+def _call(fn: Callable[[], Any], precision: str, legacy: bool = False) -> Callable[[], Any]:
+    def run() -> Any:
+        aspp = legacy_aspp() if legacy else contextlib.nullcontext()
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"), aspp:
+            return fn()
+
+    return run
+
+
+def eager_changes(
+    config: str, size: tuple[int, int], repeats: int, warmup: int, caption_length: int, num_classes: int
+) -> list[dict[str, Any]]:
+    """precast+silu (backbone), aspp-split (decoder, fp32 and bf16), eager-bf16 (whole graph)."""
+    net = random_model(config, 0)
+    graph, fast = net.seg.eval(), inference_copy(net.seg)
+    images, feats, mask, embeds = synthetic_inputs(
+        1, *size, num_classes, caption_length, net.config.embed_dim
+    )
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        dense, skips = fast.features(images)
+        fused = fast.dlg(dense, feats, mask)
+    fused32, skips32 = fused.float(), [s.float() for s in skips]
+    rows = []
+    pairs = {
+        "precast+silu": ("backbone, bf16", _call(lambda: graph.visual(images), "bf16"),
+                         _call(lambda: fast.visual(images), "bf16")),
+        "aspp-split (fp32)": ("decoder, fp32", _call(lambda: graph.decoder(fused32, embeds, skips32), "fp32", True),
+                              _call(lambda: graph.decoder(fused32, embeds, skips32), "fp32")),
+        "aspp-split (bf16)": ("decoder, bf16", _call(lambda: fast.decoder(fused, embeds, skips), "bf16", True),
+                              _call(lambda: fast.decoder(fused, embeds, skips), "bf16")),
+        "eager-bf16 (all eager changes)": (
+            "whole graph, bf16",
+            _call(lambda: graph(images, feats, mask, embeds), "bf16", True),
+            _call(lambda: fast(images, feats, mask, embeds), "bf16"),
+        ),
+    }  # fmt: skip
+    for change, (what, before, after) in pairs.items():
+        print(f"[changes] {change} ...", file=sys.stderr, flush=True)
+        stats = interleaved({"before": before, "after": after}, repeats, warmup)
+        rows.append({"change": change, "what": what, **stats})
+    return rows
+
+
+def freezing_change(
+    config: str, size: tuple[int, int], repeats: int, warmup: int, caption_length: int, num_classes: int
+) -> dict[str, Any]:
+    """compile-bf16 batch 1 without vs with Inductor freezing (first-call seconds recorded too)."""
+    net = random_model(config, 0)
+    fast = inference_copy(net.seg)
+    inputs = synthetic_inputs(1, *size, num_classes, caption_length, net.config.embed_dim)
+
+    def forward(*args: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", torch.bfloat16):
+            return fast(*args).float()
+
+    fns, first = {}, {}
+    for name, options in (("before", {"freezing": False}), ("after", {"freezing": True})):
+        print(f"[changes] freezing: compiling ({name}) ...", file=sys.stderr, flush=True)
+        torch._dynamo.reset()
+        compiled = torch.compile(forward, dynamic=False, options=options)
+        fn = _call(lambda c=compiled: c(*inputs), "fp32")  # autocast is inside `forward`
+        start = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - start
+        fns[name] = fn
+    stats = interleaved(fns, repeats, warmup)
+    return {"change": "freezing", "what": "compile-bf16 whole graph", **stats, "first_call_s": first}
+
+
+def run(
+    config: str,
+    size: tuple[int, int],
+    repeats: int,
+    warmup: int,
+    compile_freezing: bool = True,
+    caption_length: int = 20,
+    num_classes: int = 19,
+) -> dict[str, Any]:
+    """Every before/after pair at `config` and `size`, batch 1; times in seconds."""
+    rows = eager_changes(config, size, repeats, warmup, caption_length, num_classes)
+    if compile_freezing:
+        rows.append(freezing_change(config, size, repeats, warmup, caption_length, num_classes))
+    return {"config": config, "size": list(size), "batch": 1, "rows": rows}
