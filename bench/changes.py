@@ -60,10 +60,12 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) ->
     return {name: summarize(values) for name, values in times.items()}
 
 
-def _call(fn: Callable[[], Any], precision: str, legacy: bool = False) -> Callable[[], Any]:
+def _call(fn: Callable[[], Any], bf16: bool, legacy: bool = False) -> Callable[[], Any]:
+    """`fn` under inference mode, bf16 autocast if `bf16`, and the legacy ASPP if `legacy`."""
+
     def run() -> Any:
         aspp = legacy_aspp() if legacy else contextlib.nullcontext()
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"), aspp:
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16), aspp:
             return fn()
 
     return run
@@ -84,16 +86,16 @@ def eager_changes(
     fused32, skips32 = fused.float(), [s.float() for s in skips]
     rows = []
     pairs = {
-        "precast+silu": ("backbone, bf16", _call(lambda: graph.visual(images), "bf16"),
-                         _call(lambda: fast.visual(images), "bf16")),
-        "aspp-split (fp32)": ("decoder, fp32", _call(lambda: graph.decoder(fused32, embeds, skips32), "fp32", True),
-                              _call(lambda: graph.decoder(fused32, embeds, skips32), "fp32")),
-        "aspp-split (bf16)": ("decoder, bf16", _call(lambda: fast.decoder(fused, embeds, skips), "bf16", True),
-                              _call(lambda: fast.decoder(fused, embeds, skips), "bf16")),
+        "precast+silu": ("backbone, bf16", _call(lambda: graph.visual(images), True),
+                         _call(lambda: fast.visual(images), True)),
+        "aspp-split (fp32)": ("decoder, fp32", _call(lambda: graph.decoder(fused32, embeds, skips32), False, True),
+                              _call(lambda: graph.decoder(fused32, embeds, skips32), False)),
+        "aspp-split (bf16)": ("decoder, bf16", _call(lambda: fast.decoder(fused, embeds, skips), True, True),
+                              _call(lambda: fast.decoder(fused, embeds, skips), True)),
         "eager-bf16 (all eager changes)": (
             "whole graph, bf16",
-            _call(lambda: graph(images, feats, mask, embeds), "bf16", True),
-            _call(lambda: fast(images, feats, mask, embeds), "bf16"),
+            _call(lambda: graph(images, feats, mask, embeds), True, True),
+            _call(lambda: fast(images, feats, mask, embeds), True),
         ),
     }  # fmt: skip
     for change, (what, before, after) in pairs.items():
@@ -120,7 +122,7 @@ def freezing_change(
         print(f"[changes] freezing: compiling ({name}) ...", file=sys.stderr, flush=True)
         torch._dynamo.reset()
         compiled = torch.compile(forward, dynamic=False, options=options)
-        fn = _call(lambda c=compiled: c(*inputs), "fp32")  # autocast is inside `forward`
+        fn = _call(lambda c=compiled: c(*inputs), bf16=False)  # autocast is inside `forward`
         start = time.perf_counter()
         fn()
         first[name] = time.perf_counter() - start

@@ -282,6 +282,23 @@ def write_section(
     return path
 
 
+def section_header(title: str, quick: str, command: str, settings: str, machine: dict[str, Any]) -> list[str]:
+    """The opening lines of a generated BENCHMARKS.md section: title, quick-mode banner, command,
+    settings and machine block (lines, to be joined with newlines)."""
+    return [
+        title,
+        quick,
+        f"Command (from the repository root): `{command}`",
+        "",
+        f"Settings: {settings}",
+        "",
+        "Machine:",
+        "",
+        format_machine(machine),
+        "",
+    ]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
     """A GitHub Markdown table; `align` is one char per column: l, r or c (default: all left)."""
     align = align or "l" * len(header)

@@ -44,11 +44,11 @@ import model  # noqa: E402  (before open_clip: env defaults, torchvision shim)
 from bench.common import (  # noqa: E402
     BENCHMARKS_MD,
     command_line,
-    format_machine,
     machine_info,
     markdown_table,
     median_time,
     parse_size,
+    section_header,
     split_list,
     synthetic_inputs,
     write_section,
@@ -564,16 +564,13 @@ def render(
     )
     return "\n".join(
         [
-            "## Model profile: parameters, GFLOPs and CPU latency per stage",
-            quick,
-            f"Command (from the repository root): `{command_line(SCRIPT, argv)}`",
-            "",
-            f"Settings: {settings}",
-            "",
-            "Machine:",
-            "",
-            format_machine(machine),
-            "",
+            *section_header(
+                "## Model profile: parameters, GFLOPs and CPU latency per stage",
+                quick,
+                command_line(SCRIPT, argv),
+                settings,
+                machine,
+            ),
             "### Parameters",
             "",
             params_table(results),

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import fmt_num, fmt_stat, format_machine, markdown_table
+from bench.common import fmt_num, fmt_stat, markdown_table, section_header
 
 BACKBONE_FRACTION = 0.50
 GRAPH_OVER_BACKBONE = 1.25
@@ -657,16 +657,13 @@ def render(results: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any
         "(`model.fast.inference_copy`, as the eager-bf16 backend runs it). " + same_run_sentence(results)
     )
     parts = [
-        "## Benchmark suite: stages, floor, backends, HTTP, training, captioner",
-        quick,
-        f"Command (from the repository root): `{command}`",
-        "",
-        f"Settings: {settings}",
-        "",
-        "Machine:",
-        "",
-        format_machine(machine),
-        "",
+        *section_header(
+            "## Benchmark suite: stages, floor, backends, HTTP, training, captioner",
+            quick,
+            command,
+            settings,
+            machine,
+        ),
         "Module run times: " + ", ".join(f"{k} {v:.0f} s" for k, v in durations.items()) + ".",
         "",
         "### Targets",

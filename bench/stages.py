@@ -37,6 +37,7 @@ import model
 from bench.common import fixture_images, median_time, synthetic_inputs
 from bench.model_profile import _stage_fns, attention_flop_mapping, count_flops
 from model.fast import inference_copy
+from model.segmentor import SegmentationGraph
 from serving.loading import random_model
 
 CAPTION = "a city street with cars parked along the road, trees and tall buildings under a cloudy sky"
@@ -109,7 +110,8 @@ def text_stages(net: model.SemiDAViL, repeats: int, warmup: int) -> dict[str, An
 
 
 def graph_stages(
-    net: model.SemiDAViL,
+    graph: SegmentationGraph,
+    embed_dim: int,
     size: tuple[int, int],
     batch: int,
     precision: str,
@@ -120,13 +122,14 @@ def graph_stages(
     out_size: tuple[int, int],
     seed: int = 0,
 ) -> dict[str, Any]:
-    """backbone / DLG / decoder / in-graph upsample / whole graph at one setting, plus upsample+argmax."""
+    """backbone / DLG / decoder / in-graph upsample / whole graph at one setting, plus upsample+argmax.
+
+    `graph` is what the eager backend of `precision` runs: the fp32 graph, or its bf16 inference copy.
+    """
     from serving.postprocess import labels_and_confidence
 
-    cfg = net.config
-    inputs = synthetic_inputs(batch, *size, num_classes, caption_length, cfg.embed_dim, seed=seed)
+    inputs = synthetic_inputs(batch, *size, num_classes, caption_length, embed_dim, seed=seed)
     times: dict[str, Any] = {}
-    graph = inference_copy(net.seg) if precision == "bf16" else net.seg  # as the eager backends run it
     with torch.inference_mode(), _autocast(precision):
         fns, whole = _stage_fns(graph, *inputs)
         for stage, fn in fns.items():
@@ -135,7 +138,7 @@ def graph_stages(
         logits = whole().float()
     one = logits[0].contiguous()
     times["upsample_argmax"] = median_time(lambda: labels_and_confidence(one, out_size), repeats, warmup)
-    del fns, whole, inputs, logits, graph
+    del fns, whole, inputs, logits
     gc.collect()
     return times
 
@@ -170,13 +173,15 @@ def run(
     rows = []
     for name in configs:
         net = random_model(name, seed)
+        graphs = {"fp32": net.seg, "bf16": inference_copy(net.seg)}  # as the eager backends run them
         text = text_stages(net, repeats, warmup)
         for size in sizes:
             flops = backbone_flops(net, size, caption_length, num_classes)
             for batch, precision in itertools.product(batches, precisions):
                 _log(f"{name} {size[0]}x{size[1]} batch {batch} {precision} ...")
                 times = graph_stages(
-                    net,
+                    graphs[precision],
+                    net.config.embed_dim,
                     size,
                     batch,
                     precision,
@@ -197,7 +202,7 @@ def run(
                         "backbone_flops": flops * batch,
                     }
                 )
-        del net
+        del net, graphs
         gc.collect()
     return {
         "request": request,

@@ -4,7 +4,7 @@ bf16 uses `torch.autocast(device_type, dtype=torch.bfloat16)` (autocast keeps re
 softmax in fp32 and picks the fast kernels; docs/stack.md section 8: ~2x faster than running a
 graph cast wholly to bf16) over `model.fast.inference_copy` of the graph: matmul/conv weights
 pre-cast to bf16 (no per-call weight casts) and QuickGELU folded into SiLU. Before/after figures:
-BENCHMARKS.md ("eager-bf16 fast path").
+BENCHMARKS.md, "Speed changes: before / after" (bench/changes.py, row precast+silu).
 """
 
 from __future__ import annotations
