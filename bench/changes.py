@@ -7,6 +7,9 @@ alternating rounds on the same inputs; a slower or noisier machine moves both co
                  (the eager-bf16 backend's graph) vs autocast over the fp32 graph
   aspp-split     ASPP's 1x1 projection split by input channels (no broadcast pooled copy, the
                  concat stays channels-last) vs concatenating the expanded pooled branch
+  decoder-layout the semantic-reasoning residual and Up's per-image skip add kept channels-last
+                 (no NCHW <-> NHWC conversion before the adds) vs the earlier NCHW-ordered code
+  class-chunks   the decoder's up path over class chunks of <= 16 MiB per image vs all K at once
   eager-bf16     the whole graph before (autocast over fp32 weights, concatenating ASPP) vs now
   freezing       torch.compile(bf16) with Inductor freezing (weights as constants, oneDNN
                  pre-packing) vs without (full mode only: two compiles of the target model)
@@ -21,9 +24,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from bench.common import summarize, synthetic_inputs
-from model.decoder import ASPP
+from model.decoder import ASPP, SemanticReasoning, Up, VLGDecoder
 from model.fast import inference_copy
 from serving.loading import random_model
 
@@ -35,15 +39,64 @@ def legacy_aspp_forward(self: ASPP, x: torch.Tensor) -> torch.Tensor:
     return x + self.project(torch.cat(feats, dim=1))
 
 
+def legacy_semantic_forward(self: SemanticReasoning, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """SemanticReasoning before decoder-layout: the residual came back NCHW-ordered."""
+    bk, c, h, w = x.shape
+    k = text.shape[1]
+    b = bk // k
+    pooled = F.avg_pool2d(x, self.pool)
+    hp, wp = pooled.shape[-2:]
+    seq = pooled.view(b, k, c, hp * wp).permute(0, 3, 1, 2)
+    text = text.to(seq.dtype)[:, None].expand(b, hp * wp, k, text.shape[-1])
+    seq = torch.cat([seq, text], dim=-1).reshape(b * hp * wp, k, -1)
+    seq = self.layer(seq)[..., :c]
+    out = seq.reshape(b, hp, wp, k, c).permute(0, 3, 4, 1, 2).reshape(bk, c, hp, wp)
+    return x + F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
+
+
+def legacy_up_forward(self: Up, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """Up before decoder-layout: the per-image skip term added through a 5-D NCHW view."""
+    x = self.up(x)
+    bk, cx, h, w = x.shape
+    b = skip.shape[0]
+    skip = F.interpolate(skip, size=(h, w), mode="bilinear", align_corners=True)
+    weight = self.conv[0][0].weight
+    y = F.conv2d(x, weight[:, :cx], padding=1)
+    y_skip = F.conv2d(skip, weight[:, cx:], padding=1)
+    y = (y.view(b, bk // b, -1, h, w) + y_skip[:, None]).view(bk, -1, h, w)
+    y = self.conv[0][2](self.conv[0][1](y))
+    return self.conv[1](y)
+
+
+def legacy_classes_per_chunk(self: VLGDecoder, k: int, h: int, w: int, itemsize: int) -> int:
+    """Before class-chunks: the up path ran over all K class maps at once."""
+    return k
+
+
+LEGACY: dict[str, list[tuple[type, str, Callable[..., Any]]]] = {
+    "aspp": [(ASPP, "forward", legacy_aspp_forward)],
+    "layout": [(SemanticReasoning, "forward", legacy_semantic_forward), (Up, "forward", legacy_up_forward)],
+    "chunks": [(VLGDecoder, "classes_per_chunk", legacy_classes_per_chunk)],
+}
+
+
 @contextlib.contextmanager
-def legacy_aspp() -> Iterator[None]:
-    """Run every ASPP with `legacy_aspp_forward` inside the block."""
-    current = ASPP.forward
-    ASPP.forward = legacy_aspp_forward  # type: ignore[method-assign]
+def legacy(*changes: str) -> Iterator[None]:
+    """Run the earlier implementation of each named change (keys of LEGACY) inside the block."""
+    patches = [patch for name in changes for patch in LEGACY[name]]
+    saved = [(cls, attr, getattr(cls, attr)) for cls, attr, _ in patches]
     try:
+        for cls, attr, fn in patches:
+            setattr(cls, attr, fn)
         yield
     finally:
-        ASPP.forward = current  # type: ignore[method-assign]
+        for cls, attr, fn in reversed(saved):
+            setattr(cls, attr, fn)
+
+
+def legacy_aspp() -> contextlib.AbstractContextManager[None]:
+    """Run every ASPP with `legacy_aspp_forward` inside the block."""
+    return legacy("aspp")
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
@@ -60,12 +113,11 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) ->
     return {name: summarize(values) for name, values in times.items()}
 
 
-def _call(fn: Callable[[], Any], bf16: bool, legacy: bool = False) -> Callable[[], Any]:
-    """`fn` under inference mode, bf16 autocast if `bf16`, and the legacy ASPP if `legacy`."""
+def _call(fn: Callable[[], Any], bf16: bool, *earlier: str) -> Callable[[], Any]:
+    """`fn` under inference mode, bf16 autocast if `bf16`, and the `earlier` implementations."""
 
     def run() -> Any:
-        aspp = legacy_aspp() if legacy else contextlib.nullcontext()
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16), aspp:
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16), legacy(*earlier):
             return fn()
 
     return run
@@ -88,13 +140,19 @@ def eager_changes(
     pairs = {
         "precast+silu": ("backbone, bf16", _call(lambda: graph.visual(images), True),
                          _call(lambda: fast.visual(images), True)),
-        "aspp-split (fp32)": ("decoder, fp32", _call(lambda: graph.decoder(fused32, embeds, skips32), False, True),
+        "aspp-split (fp32)": ("decoder, fp32", _call(lambda: graph.decoder(fused32, embeds, skips32), False, "aspp"),
                               _call(lambda: graph.decoder(fused32, embeds, skips32), False)),
-        "aspp-split (bf16)": ("decoder, bf16", _call(lambda: fast.decoder(fused, embeds, skips), True, True),
+        "aspp-split (bf16)": ("decoder, bf16", _call(lambda: fast.decoder(fused, embeds, skips), True, "aspp"),
                               _call(lambda: fast.decoder(fused, embeds, skips), True)),
+        "decoder-layout (bf16)": ("decoder, bf16", _call(lambda: fast.decoder(fused, embeds, skips), True, "layout"),
+                                  _call(lambda: fast.decoder(fused, embeds, skips), True)),
+        "class-chunks (fp32)": ("decoder, fp32", _call(lambda: graph.decoder(fused32, embeds, skips32), False, "chunks"),
+                                _call(lambda: graph.decoder(fused32, embeds, skips32), False)),
+        "class-chunks (bf16)": ("decoder, bf16", _call(lambda: fast.decoder(fused, embeds, skips), True, "chunks"),
+                                _call(lambda: fast.decoder(fused, embeds, skips), True)),
         "eager-bf16 (all eager changes)": (
             "whole graph, bf16",
-            _call(lambda: graph(images, feats, mask, embeds), True, True),
+            _call(lambda: graph(images, feats, mask, embeds), True, "aspp", "layout", "chunks"),
             _call(lambda: fast(images, feats, mask, embeds), True),
         ),
     }  # fmt: skip

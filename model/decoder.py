@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# 16 MiB: per-chunk tensors well under glibc's 32 MB mmap threshold (bench/changes.py: class-chunks).
+CLASS_CHUNK_BYTES = 16 << 20
+
 
 def _gn(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(max(1, channels // 16), channels)
@@ -83,7 +86,10 @@ class SemanticReasoning(nn.Module):
         text = text.to(seq.dtype)[:, None].expand(b, hp * wp, k, text.shape[-1])
         seq = torch.cat([seq, text], dim=-1).reshape(b * hp * wp, k, -1)
         seq = self.layer(seq)[..., :c]
-        out = seq.reshape(b, hp, wp, k, c).permute(0, 3, 4, 1, 2).reshape(bk, c, hp, wp)
+        # [B, cells, K, C] -> NHWC [B*K, hp, wp, C] viewed as NCHW: a channels-last tensor like x, so
+        # the upsample writes channels-last and the residual add needs no layout conversion
+        out = seq.reshape(b, hp, wp, k, c).permute(0, 3, 1, 2, 4).reshape(bk, hp, wp, c)
+        out = out.contiguous().permute(0, 3, 1, 2)  # a dense NHWC copy (reshape may return a view)
         return x + F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
 
 
@@ -103,15 +109,27 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        bk, cx, h, w = x.shape
-        b = skip.shape[0]
+        _, cx, h, w = x.shape
         skip = F.interpolate(skip, size=(h, w), mode="bilinear", align_corners=True)
         weight = self.conv[0][0].weight
         y = F.conv2d(x, weight[:, :cx], padding=1)
         y_skip = F.conv2d(skip, weight[:, cx:], padding=1)
-        y = (y.view(b, bk // b, -1, h, w) + y_skip[:, None]).view(bk, -1, h, w)
+        y = _add_per_image(y, y_skip)
         y = self.conv[0][2](self.conv[0][1](y))
         return self.conv[1](y)
+
+
+def _add_per_image(x: torch.Tensor, per_image: torch.Tensor) -> torch.Tensor:
+    """x [B*K, C, h, w] + per_image [B, C, h, w] broadcast over the K maps of each image.
+
+    Added in NHWC order: for channels-last tensors (the decoder's layout) both views are dense, so
+    the broadcast is a plain contiguous add; the result is channels-last. Any layout gives the
+    same values.
+    """
+    bk, c, h, w = x.shape
+    b = per_image.shape[0]
+    out = x.permute(0, 2, 3, 1).reshape(b, bk // b, h, w, c) + per_image.permute(0, 2, 3, 1)[:, None]
+    return out.view(bk, h, w, c).permute(0, 3, 1, 2)
 
 
 class VLGDecoder(nn.Module):
@@ -148,6 +166,9 @@ class VLGDecoder(nn.Module):
         self.up1 = Up(channels, up_channels[0], skip_channels[0])
         self.up2 = Up(up_channels[0], up_channels[1], skip_channels[1])
         self.head = nn.Conv2d(up_channels[1], 1, 3, padding=1)
+        # Up-sampling path run over class chunks of at most this many bytes per image (0: all K at
+        # once); see classes_per_chunk. A run-time setting, not a weight: no checkpoint change.
+        self.class_chunk_bytes = CLASS_CHUNK_BYTES
         # Channels-last conv weights make every conv here run on NHWC activations without layout
         # reorders (oneDNN on CPU, tensor cores on GPU): 0.95 s -> 0.66 s for vitb16 at 512x1024 on
         # the 2-core dev CPU (bench/model_profile.py). Loading a state dict keeps this layout.
@@ -165,5 +186,35 @@ class VLGDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, text_feats)
         projected = [proj(s) for proj, s in zip(self.skip_proj, skips)]
+        maps = [self._class_maps(chunk, projected, b) for chunk in self._class_chunks(x, b, k)]
+        return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+
+    def _class_maps(self, x: torch.Tensor, projected: list[torch.Tensor], b: int) -> torch.Tensor:
+        """Up-sampling path and head for some class maps: x [B*k, C, h, w] -> logits [B, k, 4h, 4w]."""
         x = self.up2(self.up1(x, projected[0]), projected[1])
-        return self.head(x).view(b, k, x.shape[-2], x.shape[-1])
+        return self.head(x).view(b, -1, x.shape[-2], x.shape[-1])
+
+    def classes_per_chunk(self, k: int, h: int, w: int, itemsize: int) -> int:
+        """How many class maps per image go through the up-sampling path at once (1..k).
+
+        The up path's largest per-class activation is about 64 x 4h x 4w values; run over all K
+        classes at once these tensors are tens of MB at 512x1024 (above glibc's 32 MB mmap
+        threshold, so every forward page-faults them in anew, and far beyond the caches). Chunks of
+        at most `class_chunk_bytes` per image stay in the allocator's heap and nearer the caches.
+        Classes are independent in this path, so the result is the same (up to rounding).
+        """
+        if self.class_chunk_bytes <= 0:
+            return k
+        widest = max(
+            max(self.up1.up.out_channels, self.up1.conv[0][0].out_channels) * 4 * h * w,
+            max(self.up2.up.out_channels, self.up2.conv[0][0].out_channels) * 16 * h * w,
+        )
+        return max(1, min(k, self.class_chunk_bytes // (widest * itemsize)))
+
+    def _class_chunks(self, x: torch.Tensor, b: int, k: int) -> list[torch.Tensor]:
+        """x [B*K, C, h, w] -> chunks [B*k_i, C, h, w] over the class axis (each image's maps kept)."""
+        step = self.classes_per_chunk(k, x.shape[-2], x.shape[-1], x.element_size())
+        if step >= k:
+            return [x]
+        per_image = x.view(b, k, *x.shape[1:])
+        return [per_image[:, i : i + step].flatten(0, 1) for i in range(0, k, step)]

@@ -349,3 +349,31 @@ def test_changes_before_and_after_compute_the_same_decoder():
     calls = []
     stats = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert calls == ["a", "b"] * 4 and set(stats) == {"a", "b"} and stats["a"]["median"] >= 0
+
+
+@pytest.mark.parametrize("earlier", [("layout",), ("chunks",), ("aspp", "layout", "chunks")])
+def test_changes_legacy_decoders_compute_the_same_logits(earlier):
+    """Each earlier decoder implementation bench/changes.py times (NCHW-ordered adds, no class
+    chunks) gives the current decoder's logits, and the context restores the current code."""
+    from bench.changes import legacy
+    from model import create_model
+    from model.decoder import VLGDecoder
+    from tests.helpers import random_inputs
+
+    torch.manual_seed(0)
+    tiny = create_model("semidavil-tiny").eval()
+    decoder = tiny.seg.decoder
+    images, feats, mask, embeds = random_inputs(2, 64, 128, 7, 5, tiny.config.embed_dim)
+    current = VLGDecoder.classes_per_chunk
+    with torch.no_grad():
+        dense, skips = tiny.seg.features(images)
+        fused = tiny.seg.dlg(dense, feats, mask)
+        decoder.class_chunk_bytes = 1  # one class per chunk now, so "chunks" changes the code path
+        now = decoder(fused, embeds, skips)
+        with legacy(*earlier):
+            before = decoder(fused, embeds, skips)
+            if "chunks" in earlier:
+                assert decoder.classes_per_chunk(7, 4, 8, 4) == 7
+        after = decoder(fused, embeds, skips)
+    torch.testing.assert_close(before, now, rtol=1e-5, atol=1e-5)
+    assert torch.equal(after, now) and VLGDecoder.classes_per_chunk is current

@@ -247,3 +247,83 @@ def test_aspp_split_projection_equals_concatenating_the_broadcast_pooled_branch(
         pooled = aspp.image_pool(x.mean(dim=(2, 3), keepdim=True)).expand_as(x)
         reference = x + aspp.project(torch.cat([b(x) for b in aspp.branches] + [pooled], dim=1))
         torch.testing.assert_close(aspp(x), reference, rtol=1e-5, atol=1e-5)
+
+
+def _decoder_inputs(tiny, batch: int, classes: int):
+    images, feats, mask, embeds = random_inputs(batch, 128, 256, classes, 6, tiny.config.embed_dim, seed=3)
+    dense, skips = tiny.seg.features(images)
+    return tiny.seg.dlg(dense, feats, mask), embeds[:classes], skips
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_decoder_class_chunks_give_the_unchunked_logits(tiny, batch):
+    """The up path run over uneven class chunks (7 classes in chunks of 3, 3, 1) equals one pass
+    over all classes, each image's maps kept apart (batch 2)."""
+    decoder = tiny.seg.decoder
+    fused, embeds, skips = _decoder_inputs(tiny, batch, 7)
+    h, w = fused.shape[-2:]
+    saved = decoder.class_chunk_bytes
+    try:
+        with torch.no_grad():
+            decoder.class_chunk_bytes = 0
+            whole = decoder(fused, embeds, skips)
+            widest = max(decoder.up2.up.out_channels, decoder.up2.conv[0][0].out_channels) * 16 * h * w * 4
+            decoder.class_chunk_bytes = 3 * widest + 1
+            assert decoder.classes_per_chunk(7, h, w, 4) == 3
+            chunked = decoder(fused, embeds, skips)
+    finally:
+        decoder.class_chunk_bytes = saved
+    assert chunked.shape == whole.shape == (batch, 7, 4 * h, 4 * w)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_chunk_size_follows_the_byte_budget(tiny):
+    decoder = tiny.seg.decoder
+    widest = max(decoder.up2.up.out_channels, decoder.up2.conv[0][0].out_channels) * 16 * 32 * 64
+    saved = decoder.class_chunk_bytes
+    try:
+        decoder.class_chunk_bytes = 0
+        assert decoder.classes_per_chunk(19, 32, 64, 2) == 19  # off: every class at once
+        decoder.class_chunk_bytes = 5 * widest * 2
+        assert decoder.classes_per_chunk(19, 32, 64, 2) == 5  # bf16
+        assert decoder.classes_per_chunk(19, 32, 64, 4) == 2  # fp32: twice the bytes per class
+        decoder.class_chunk_bytes = 1
+        assert decoder.classes_per_chunk(19, 32, 64, 2) == 1  # never 0
+    finally:
+        decoder.class_chunk_bytes = saved
+
+
+def test_per_image_add_equals_the_broadcast_over_class_maps():
+    """Up's skip term: NHWC-ordered add == x.view(B, K, C, h, w) + skip[:, None], channels-last out."""
+    from model.decoder import _add_per_image
+
+    torch.manual_seed(0)
+    x = torch.randn(2 * 5, 6, 7, 9).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(2, 6, 7, 9).contiguous(memory_format=torch.channels_last)
+    reference = (x.contiguous().view(2, 5, 6, 7, 9) + skip[:, None]).view(10, 6, 7, 9)
+    out = _add_per_image(x, skip)
+    torch.testing.assert_close(out, reference, rtol=0, atol=0)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(_add_per_image(x.contiguous(), skip.contiguous()), reference, rtol=0, atol=0)
+
+
+def test_semantic_reasoning_keeps_channels_last_and_the_textbook_values():
+    """The residual comes back channels-last (no layout conversion before the add) with the values
+    of the plain NCHW formulation."""
+    from model.decoder import SemanticReasoning
+
+    torch.manual_seed(0)
+    layer = SemanticReasoning(16, 8, 2, 2).eval()
+    b, k, h, w = 2, 3, 8, 12
+    x = torch.randn(b * k, 16, h, w).contiguous(memory_format=torch.channels_last)
+    text = torch.randn(1, k, 8)
+    with torch.no_grad():
+        out = layer(x, text)
+        pooled = F.avg_pool2d(x, 2)
+        seq = pooled.reshape(b, k, 16, -1).permute(0, 3, 1, 2)
+        seq = torch.cat([seq, text[:, None].expand(b, seq.shape[1], k, 8)], -1).reshape(-1, k, 24)
+        seq = layer.layer(seq)[..., :16].reshape(b, h // 2, w // 2, k, 16)
+        ref = seq.permute(0, 3, 4, 1, 2).reshape(b * k, 16, h // 2, w // 2)
+        ref = x + F.interpolate(ref, size=(h, w), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
