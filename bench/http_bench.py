@@ -1,10 +1,14 @@
 """HTTP: `/segment` of the real BentoML server against the in-process predictor, and throughput.
 
 - In-process: `Predictor.predict(png_bytes, caption)` plus the same JSON response the service
-  builds (`serving.http.prediction_response(..., "json")`), sequentially, in this process.
+  builds (`serving.http.prediction_response(..., "json")`), in this process.
 - HTTP: POST /segment (multipart image + caption, JSON output) to `bentoml serve` on 127.0.0.1
-  (bench/launcher.py), sequentially, same image, same caption, same backend, same thread count.
+  (bench/launcher.py), same image, same caption, same backend, same thread count. Sequential
+  in-process and HTTP calls alternate (one each per round), so both see the same machine state.
   Overhead = HTTP median / in-process median - 1 (target: <= 10 % for a 2048x1024 PNG).
+- The same comparison against a server that trims the heap after every batch
+  (SEMIDAVIL_TRIM_SLACK_MB=0, the policy before serving/memory.MemoryTrimmer): the before/after
+  of that change.
 - Throughput at concurrency 1, 4, 8 (a thread per client, each with its own connection), with
   adaptive batching (SEMIDAVIL_MAX_BATCH=8: BentoML's CORK dispatcher batches the forward) and
   without it (SEMIDAVIL_MAX_BATCH=1, every request its own forward). The mean batch size the server
@@ -17,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ import httpx
 import torch
 
 import model  # noqa: F401  (offline env defaults and the torchvision shim before open_clip)
+from bench.changes import interleaved
 from bench.common import fixture_images, summarize, time_calls
 from bench.launcher import running_server
 
@@ -62,20 +67,19 @@ def image_bytes(fixtures: str | Path | None = None) -> tuple[bytes, str]:
     return buf.getvalue(), "synthetic noise 2048x1024 PNG (fixtures not found)"
 
 
-def inprocess(backend: str, data: bytes, repeats: int, warmup: int, max_batch: int = 8) -> dict[str, Any]:
+def inprocess(backend: str, max_batch: int = 8) -> tuple[Callable[[bytes], None], dict[str, Any]]:
+    """The in-process path (predict + the JSON response the service builds) and what it runs."""
     from serving.http import prediction_response
     from serving.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(None, backend=backend, captioner="none", max_batch=max_batch)
 
-    def call() -> None:
+    def call(data: bytes) -> None:
         pred = predictor.predict(data, caption=CAPTION)
         assert prediction_response(pred, "json", 0.5).body
 
-    times = time_calls(call, repeats, max(warmup, 1))
     info = predictor.info()
-    return {
-        "latency": summarize(times),
+    return call, {
         "model": info["model"],
         "checkpoint": info["checkpoint"],
         "random_weights": info["random_weights"],
@@ -136,6 +140,8 @@ def server_run(
     rounds: int,
     sequential: tuple[int, int] | None,
     workdir: Path,
+    local_call: Callable[[bytes], None] | None = None,
+    trim_slack_mb: int | None = None,
 ) -> dict[str, Any]:
     env = {
         "SEMIDAVIL_BACKEND": backend,
@@ -145,6 +151,8 @@ def server_run(
         "OMP_NUM_THREADS": str(torch.get_num_threads()),
         "MKL_NUM_THREADS": str(torch.get_num_threads()),
     }
+    if trim_slack_mb is not None:
+        env["SEMIDAVIL_TRIM_SLACK_MB"] = str(trim_slack_mb)
     out: dict[str, Any] = {"max_batch": max_batch, "env": env}
     with running_server(workdir, env) as server:
         out["server_pid"] = server.process.pid
@@ -159,8 +167,12 @@ def server_run(
                 def call() -> None:
                     server_ms.append(float(_post(client, server.url, data)["timings_ms"]["total"]))
 
-                times = time_calls(call, repeats, max(warmup, 1))
-                out["latency"] = summarize(times)
+                if local_call is None:
+                    out["latency"] = summarize(time_calls(call, repeats, max(warmup, 1)))
+                else:  # alternate in-process and HTTP calls: both see the same machine state
+                    fns = {"inprocess": lambda: local_call(data), "http": call}
+                    stats = interleaved(fns, repeats, max(warmup, 1))
+                    out["latency"], out["inprocess_latency"] = stats["http"], stats["inprocess"]
                 # the predictor's own total inside the server (timed requests only): client latency
                 # minus this is the HTTP + framework + batching-queue share
                 out["server_total"] = summarize([ms / 1000.0 for ms in server_ms[-repeats:]])
@@ -193,14 +205,31 @@ def run(
     backend = backend or default_http_backend()
     data, source = image_bytes(fixtures)
     _log(f"in-process predictor ({backend}) ...")
-    local = inprocess(backend, data, repeats, warmup)
+    local_call, local = inprocess(backend)
     with tempfile.TemporaryDirectory(prefix="semidavil-http-bench-") as tmp:
-        _log("server with adaptive batching (max batch 8) ...")
-        batched = server_run(
-            data, backend, 8, concurrencies, requests, rounds, (repeats, warmup), Path(tmp) / "batched"
+        _log(
+            "server with adaptive batching (max batch 8), sequential requests alternating with in-process ..."
         )
+        batched = server_run(
+            data,
+            backend,
+            8,
+            concurrencies,
+            requests,
+            rounds,
+            (repeats, warmup),
+            Path(tmp) / "batched",
+            local_call,
+        )
+        local["latency"] = batched.pop("inprocess_latency")
         _log("server without batching (max batch 1) ...")
         single = server_run(data, backend, 1, concurrencies, requests, rounds, None, Path(tmp) / "single")
+        _log(
+            "server trimming the heap after every batch (the earlier policy), alternating with in-process ..."
+        )
+        trim_every = server_run(
+            data, backend, 8, (), requests, rounds, (repeats, warmup), Path(tmp) / "trim0", local_call, 0
+        )
     return {
         "image": source,
         "image_bytes": len(data),
@@ -208,6 +237,7 @@ def run(
         "inprocess": local,
         "batched": batched,
         "unbatched": single,
+        "trim_every_batch": trim_every,
         "threads": torch.get_num_threads(),
         "settings": {"concurrencies": list(concurrencies), "requests": requests, "rounds": rounds},
     }

@@ -441,6 +441,25 @@ def backend_tables(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _trim_rows(before: dict[str, Any] | None) -> list[tuple[str, str, Any]]:
+    """Rows of the server that trims the heap after every batch (the earlier policy), if measured."""
+    if not before or "latency" not in before or "inprocess_latency" not in before:
+        return []
+    overhead = before["latency"]["median"] / before["inprocess_latency"]["median"] - 1.0
+    return [
+        (
+            "before: in-process, alternating with the next row",
+            fmt_stat(before["inprocess_latency"]),
+            before["inprocess_latency"]["n"],
+        ),
+        (
+            f"before: HTTP, heap trimmed after every batch (SEMIDAVIL_TRIM_SLACK_MB=0): {overhead * 100:+.1f} %",
+            fmt_stat(before["latency"]),
+            before["latency"]["n"],
+        ),
+    ]
+
+
 def http_tables(results: dict[str, Any]) -> str:
     http = results.get("http")
     if not http:
@@ -449,7 +468,7 @@ def http_tables(results: dict[str, Any]) -> str:
         ("Path", "Median ms (min–max)", "n"),
         [
             (
-                "in-process `Predictor.predict` + JSON response",
+                "in-process `Predictor.predict` + JSON response (alternating with the next row)",
                 fmt_stat(http["inprocess"]["latency"]),
                 http["inprocess"]["latency"]["n"],
             ),
@@ -465,6 +484,7 @@ def http_tables(results: dict[str, Any]) -> str:
                 else "n/a",
                 (http["batched"].get("server_total") or {}).get("n", ""),
             ),
+            *_trim_rows(http.get("trim_every_batch")),
         ],
         "lrr",
     )

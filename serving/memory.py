@@ -3,7 +3,7 @@
 Images of many sizes leave the glibc heaps of the server's worker threads fragmented: freed blocks
 stay mapped, and the resident set creeps up request after request although nothing is leaked.
 `malloc_trim(0)` returns the free pages of every arena to the OS. Elsewhere (musl, macOS) it is a
-no-op.
+no-op. `MemoryTrimmer` decides when: only once the resident set has grown by a slack.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @functools.cache
@@ -36,3 +39,48 @@ def release_free_memory() -> bool:
     if fn is None:
         return False
     return bool(fn(0))
+
+
+def resident_bytes() -> int:
+    """This process's resident set size in bytes (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class MemoryTrimmer:
+    """Trim the heap after a batch only when the resident set has grown `slack_bytes` past its size
+    right after the previous trim.
+
+    Trimming after every batch keeps the resident set flat, but each trim hands back pages the next
+    request needs again, and faulting them back in cost about 20 ms per 2048x1024 request on the
+    2-core dev box (BENCHMARKS.md, HTTP section). With a slack, steady traffic reuses its freed
+    heap, while fragmentation from changing image sizes (the creep trimming exists for) still
+    triggers a trim once it adds up: the resident set stays within `slack_bytes` of the last
+    post-trim size. `slack_bytes=0` trims after every batch. `read_rss` and `trim` are injectable
+    for tests.
+    """
+
+    def __init__(
+        self,
+        slack_bytes: int,
+        read_rss: Callable[[], int] = resident_bytes,
+        trim: Callable[[], bool] = release_free_memory,
+    ) -> None:
+        if slack_bytes < 0:
+            raise ValueError(f"slack must be >= 0 bytes, got {slack_bytes}")
+        self.slack_bytes = slack_bytes
+        self._read_rss, self._trim = read_rss, trim
+        self.floor = 0  # resident bytes right after the last trim (0: never trimmed: trim first)
+        self.trims = 0
+
+    def after_batch(self) -> bool:
+        """Trim if the resident set is over floor + slack (always when slack is 0); True if trimmed."""
+        if self.slack_bytes and self.floor and self._read_rss() <= self.floor + self.slack_bytes:
+            return False
+        self._trim()
+        self.floor = self._read_rss()
+        self.trims += 1
+        return True

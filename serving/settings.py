@@ -14,6 +14,17 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default).strip() or default
 
 
+def _non_negative_int(name: str, default: str) -> int:
+    text = _env(name, default)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """Everything the service reads from the environment.
@@ -24,7 +35,9 @@ class ServiceSettings:
     SEMIDAVIL_MAX_CONCURRENCY (32), SEMIDAVIL_MAX_BODY_BYTES (20 MiB), SEMIDAVIL_MAX_PIXELS (25e6),
     SEMIDAVIL_CAPTIONER_TIMEOUT_S (half the request timeout: a slower or hung captioner degrades the
     response to no caption, flagged), SEMIDAVIL_FAULTS (operator-only fault injection for the
-    reliability tests, see serving/faults.py; empty in production).
+    reliability tests, see serving/faults.py; empty in production), SEMIDAVIL_TRIM_SLACK_MB (64:
+    the heap is trimmed after a batch once the resident set has grown this much since the last
+    trim; 0 trims after every batch, see serving/memory.py).
     """
 
     checkpoint: str | None = None
@@ -38,6 +51,7 @@ class ServiceSettings:
     max_concurrency: int = 32
     captioner_timeout_s: float = 30.0
     faults: str = ""
+    trim_slack_mb: int = 64
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -55,6 +69,7 @@ class ServiceSettings:
             max_concurrency=int(_env("SEMIDAVIL_MAX_CONCURRENCY", "32")),
             captioner_timeout_s=float(_env("SEMIDAVIL_CAPTIONER_TIMEOUT_S", str(timeout_s / 2))),
             faults=os.environ.get("SEMIDAVIL_FAULTS", "").strip(),
+            trim_slack_mb=_non_negative_int("SEMIDAVIL_TRIM_SLACK_MB", "64"),
             limits=Limits(
                 max_body_bytes=int(_env("SEMIDAVIL_MAX_BODY_BYTES", str(DEFAULT_LIMITS.max_body_bytes))),
                 max_pixels=int(_env("SEMIDAVIL_MAX_PIXELS", str(DEFAULT_LIMITS.max_pixels))),

@@ -377,3 +377,11 @@ def test_changes_legacy_decoders_compute_the_same_logits(earlier):
         after = decoder(fused, embeds, skips)
     torch.testing.assert_close(before, now, rtol=1e-5, atol=1e-5)
     assert torch.equal(after, now) and VLGDecoder.classes_per_chunk is current
+
+
+def test_http_table_shows_the_trim_every_batch_before_row():
+    results = _results()
+    assert "trimmed after every batch" not in report.http_tables(results)  # not measured: no row
+    results["http"]["trim_every_batch"] = {"latency": _stat(0.230), "inprocess_latency": _stat(0.200)}
+    table = report.http_tables(results)
+    assert "heap trimmed after every batch (SEMIDAVIL_TRIM_SLACK_MB=0): +15.0 %" in table
