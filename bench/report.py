@@ -678,7 +678,8 @@ def render(results: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any
     )
     parts = [
         *section_header(
-            "## Benchmark suite: stages, floor, backends, HTTP, training, captioner",
+            "## Benchmark suite: stages, floor, backends, HTTP, training, captioner"
+            + (f" (CPU class: {machine['cpu_class']})" if machine.get("cpu_class") else ""),
             quick,
             command,
             settings,

@@ -41,7 +41,7 @@ import model  # noqa: E402, F401  (offline env defaults and the torchvision shim
 from bench import report  # noqa: E402
 from bench.common import BENCHMARKS_MD, command_line, machine_info, split_list, write_section  # noqa: E402
 
-SECTION = "suite"
+SECTION = "suite"  # + "-<CPU class>": one section per class of CPU (amx, avx512_bf16, plain, cuda)
 SCRIPT = "bench/run_all.py"
 MODULES = ("floor", "stages", "changes", "backends", "http", "training", "captioner", "profile")
 
@@ -190,6 +190,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a --json file of an earlier run: modules not selected now are taken from it (same plan)",
     )
     parser.add_argument("--no-write", action="store_true", help="print the report only")
+    parser.add_argument(
+        "--section",
+        help="BENCHMARKS.md section to rewrite (default suite-<CPU class of this machine>, e.g. "
+        "suite-amx, suite-avx512_bf16: a run on one class of CPU leaves the others' figures alone)",
+    )
     args = parser.parse_args(argv)
     args.only = split_list(args.only) or list(MODULES)
     args.skip = split_list(args.skip)
@@ -235,6 +240,15 @@ def reused_results(
     return results
 
 
+def cpu_class() -> str:
+    """The class of machine whose figures a run writes: "amx", "avx512_bf16" or "plain" (CPU), or
+    "cuda" when the backends run on a GPU; the same key as serving/backend_choice.json's."""
+    from serving.backends.factory import cpu_feature_key
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return cpu_feature_key(device)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
@@ -249,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         plan["backend_target_model"] = load_serving_model(None).name
     machine = machine_info()
+    machine["cpu_class"] = cpu_class()
+    section = args.section or f"{SECTION}-{machine['cpu_class']}"
     print(
         f"[run_all] {'quick' if args.quick else 'full'} run, {machine['torch_threads']} torch thread(s), "
         f"modules: {', '.join(m for m in args.only if m not in args.skip)}",
@@ -273,8 +289,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text = report.render(results, plan, machine, command_line(SCRIPT, argv))
     print(text)
     if not args.no_write:
-        write_section(args.output, SECTION, text)
-        print(f"[run_all] wrote section {SECTION!r} of {args.output}", file=sys.stderr)
+        write_section(args.output, section, text)
+        print(f"[run_all] wrote section {section!r} of {args.output}", file=sys.stderr)
     if args.json:
         args.json.write_text(
             json.dumps({"plan": plan, "machine": machine, "results": results}, indent=1, default=str)

@@ -385,3 +385,25 @@ def test_http_table_shows_the_trim_every_batch_before_row():
     results["http"]["trim_every_batch"] = {"latency": _stat(0.230), "inprocess_latency": _stat(0.200)}
     table = report.http_tables(results)
     assert "heap trimmed after every batch (SEMIDAVIL_TRIM_SLACK_MB=0): +15.0 %" in table
+
+
+def test_floor_counts_the_plain_towers_attention_flops():
+    """The plain open_clip tower's FLOPs include its attention projections and attention (the MHA
+    inference fast path hid them from FlopCounterMode): analytic count for a small tower."""
+    from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+    from bench.floor import mha_fastpath
+    from bench.model_profile import attention_flop_mapping, count_flops
+
+    width, layers, patch, size = 64, 2, 16, (64, 96)
+    cfg = CLIPVisionCfg(layers=layers, width=width, head_width=32, patch_size=patch, image_size=size)
+    tower = _build_vision_tower(32, cfg, quick_gelu=True).eval()
+    n = 1 + (size[0] // patch) * (size[1] // patch)
+    per_block = 2 * n * 12 * width * width + 4 * n * n * width  # qkv+out+MLP(4x) linears, attention
+    patchify = 2 * (size[0] // patch) * (size[1] // patch) * 3 * patch * patch * width
+    expected = layers * per_block + patchify + 2 * width * 32  # + pooled projection
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode(), mha_fastpath(False):
+        counted = count_flops(lambda: tower(x), attention_flop_mapping())["flops"]
+    assert counted == expected
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
