@@ -9,7 +9,8 @@ alternating rounds on the same inputs; a slower or noisier machine moves both co
                  concat stays channels-last) vs concatenating the expanded pooled branch
   decoder-layout the semantic-reasoning residual and Up's per-image skip add kept channels-last
                  (no NCHW <-> NHWC conversion before the adds) vs the earlier NCHW-ordered code
-  class-chunks   the decoder's up path over class chunks of <= 16 MiB per image vs all K at once
+  class-chunks   the decoder's up path over class chunks of <= 16 MiB for the batch vs all K at
+                 once (batch 1, and batch 8 in full mode)
   eager-bf16     the whole graph before (autocast over fp32 weights, concatenating ASPP) vs now
   freezing       torch.compile(bf16) with Inductor freezing (weights as constants, oneDNN
                  pre-packing) vs without (full mode only: two compiles of the target model)
@@ -68,7 +69,7 @@ def legacy_up_forward(self: Up, x: torch.Tensor, skip: torch.Tensor) -> torch.Te
     return self.conv[1](y)
 
 
-def legacy_classes_per_chunk(self: VLGDecoder, k: int, h: int, w: int, itemsize: int) -> int:
+def legacy_classes_per_chunk(self: VLGDecoder, k: int, h: int, w: int, itemsize: int, images: int = 1) -> int:
     """Before class-chunks: the up path ran over all K class maps at once."""
     return k
 
@@ -163,6 +164,34 @@ def eager_changes(
     return rows
 
 
+def batch_chunks_change(
+    config: str,
+    size: tuple[int, int],
+    batch: int,
+    repeats: int,
+    warmup: int,
+    caption_length: int,
+    num_classes: int,
+) -> dict[str, Any]:
+    """class-chunks at batch `batch` (bf16 decoder): all K class maps at once vs chunks sized for the batch."""
+    net = random_model(config, 0)
+    fast = inference_copy(net.seg)
+    images, feats, mask, embeds = synthetic_inputs(
+        batch, *size, num_classes, caption_length, net.config.embed_dim
+    )
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        dense, skips = fast.features(images)
+        fused = fast.dlg(dense, feats, mask)
+    del images, dense
+    print(f"[changes] class-chunks (bf16, batch {batch}) ...", file=sys.stderr, flush=True)
+    fns = {
+        "before": _call(lambda: fast.decoder(fused, embeds, skips), True, "chunks"),
+        "after": _call(lambda: fast.decoder(fused, embeds, skips), True),
+    }
+    stats = interleaved(fns, repeats, warmup)
+    return {"change": f"class-chunks (bf16, batch {batch})", "what": f"decoder, bf16, batch {batch}", **stats}
+
+
 def freezing_change(
     config: str, size: tuple[int, int], repeats: int, warmup: int, caption_length: int, num_classes: int
 ) -> dict[str, Any]:
@@ -200,6 +229,7 @@ def run(
 ) -> dict[str, Any]:
     """Every before/after pair at `config` and `size`, batch 1; times in seconds."""
     rows = eager_changes(config, size, repeats, warmup, caption_length, num_classes)
-    if compile_freezing:
+    if compile_freezing:  # full mode: the batch-8 decoder and two compiles of the target model
+        rows.append(batch_chunks_change(config, size, 8, repeats, warmup, caption_length, num_classes))
         rows.append(freezing_change(config, size, repeats, warmup, caption_length, num_classes))
     return {"config": config, "size": list(size), "batch": 1, "rows": rows}

@@ -642,7 +642,8 @@ def changes_table(results: dict[str, Any]) -> str:
         )
     header = ["Change", "Timed", "Before ms", "After ms", "Speed-up", "Note"]
     intro = (
-        f"{data['config']} at {_size(data['size'])}, batch {data['batch']}; before and after alternate "
+        f"{data['config']} at {_size(data['size'])}, batch {data['batch']} unless the row says otherwise; "
+        "before and after alternate "
         "in each round (same process, same inputs), so both see the same machine state."
     )
     return intro + "\n\n" + markdown_table(header, rows, "llllrl")

@@ -119,6 +119,11 @@ class Up(nn.Module):
         return self.conv[1](y)
 
 
+def _tracing() -> bool:
+    """True while torch.compile / torch.export / TorchScript (incl. the ONNX fallback) trace."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
 def _add_per_image(x: torch.Tensor, per_image: torch.Tensor) -> torch.Tensor:
     """x [B*K, C, h, w] + per_image [B, C, h, w] broadcast over the K maps of each image.
 
@@ -194,14 +199,15 @@ class VLGDecoder(nn.Module):
         x = self.up2(self.up1(x, projected[0]), projected[1])
         return self.head(x).view(b, -1, x.shape[-2], x.shape[-1])
 
-    def classes_per_chunk(self, k: int, h: int, w: int, itemsize: int) -> int:
+    def classes_per_chunk(self, k: int, h: int, w: int, itemsize: int, images: int = 1) -> int:
         """How many class maps per image go through the up-sampling path at once (1..k).
 
         The up path's largest per-class activation is about 64 x 4h x 4w values; run over all K
         classes at once these tensors are tens of MB at 512x1024 (above glibc's 32 MB mmap
         threshold, so every forward page-faults them in anew, and far beyond the caches). Chunks of
-        at most `class_chunk_bytes` per image stay in the allocator's heap and nearer the caches.
-        Classes are independent in this path, so the result is the same (up to rounding).
+        at most `class_chunk_bytes` for all `images` of the batch stay in the allocator's heap and
+        nearer the caches. Classes are independent in this path: the result is the same (up to
+        rounding).
         """
         if self.class_chunk_bytes <= 0:
             return k
@@ -209,11 +215,16 @@ class VLGDecoder(nn.Module):
             max(self.up1.up.out_channels, self.up1.conv[0][0].out_channels) * 4 * h * w,
             max(self.up2.up.out_channels, self.up2.conv[0][0].out_channels) * 16 * h * w,
         )
-        return max(1, min(k, self.class_chunk_bytes // (widest * itemsize)))
+        return max(1, min(k, self.class_chunk_bytes // (widest * itemsize * images)))
 
     def _class_chunks(self, x: torch.Tensor, b: int, k: int) -> list[torch.Tensor]:
-        """x [B*K, C, h, w] -> chunks [B*k_i, C, h, w] over the class axis (each image's maps kept)."""
-        step = self.classes_per_chunk(k, x.shape[-2], x.shape[-1], x.element_size())
+        """x [B*K, C, h, w] -> chunks [B*k_i, C, h, w] over the class axis (each image's maps kept).
+
+        Eager: chunks sized for the whole batch. Traced (torch.compile, torch.export, ONNX): sized
+        per image, so the graph does not depend on the batch size (dynamic batch stays dynamic).
+        """
+        images = 1 if _tracing() else b
+        step = self.classes_per_chunk(k, x.shape[-2], x.shape[-1], x.element_size(), images)
         if step >= k:
             return [x]
         per_image = x.view(b, k, *x.shape[1:])

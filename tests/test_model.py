@@ -327,3 +327,20 @@ def test_semantic_reasoning_keeps_channels_last_and_the_textbook_values():
         ref = x + F.interpolate(ref, size=(h, w), mode="bilinear", align_corners=True)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_decoder_chunks_cover_the_batch_in_eager_and_one_image_when_traced(tiny, monkeypatch):
+    """Eager: the byte budget covers all images of the batch (batch 4: a quarter of the classes per
+    chunk); traced: sized per image, so a dynamic batch never enters the graph's control flow."""
+    import model.decoder as decoder_module
+
+    decoder = tiny.seg.decoder
+    h, w, k, b = 8, 16, 12, 4
+    widest = max(decoder.up2.up.out_channels, decoder.up2.conv[0][0].out_channels) * 16 * h * w * 4
+    monkeypatch.setattr(decoder, "class_chunk_bytes", 8 * widest)
+    assert decoder.classes_per_chunk(k, h, w, 4) == 8
+    assert decoder.classes_per_chunk(k, h, w, 4, images=b) == 2
+    x = torch.zeros(b * k, 3, h, w)
+    assert [c.shape[0] for c in decoder._class_chunks(x, b, k)] == [b * 2] * 6
+    monkeypatch.setattr(decoder_module, "_tracing", lambda: True)
+    assert [c.shape[0] for c in decoder._class_chunks(x, b, k)] == [b * 8, b * 4]
