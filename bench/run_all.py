@@ -85,7 +85,7 @@ def make_plan(quick: bool) -> dict[str, Any]:
         "backend_target_model": "semidavil-vitb16",
         "backend_batches": [1, 8],
         "backends": None,  # every backend for the device
-        "http": {"concurrencies": [1, 4, 8], "requests": 32, "rounds": 3, "repeats": 10},
+        "http": {"concurrencies": [1, 4, 8], "requests": 32, "rounds": 3, "repeats": 30},
         "training": {"iters": 20, "warmup": 3},
         "captioner": {"sized": ["blip", "blip2"], "tokens": 20},
         "profile_argv": [],
