@@ -1,4 +1,4 @@
-"""BENCHMARKS.md `suite` section from the structured results of bench/run_all.py; target verdicts.
+"""BENCHMARKS.md `suite-<CPU class>` section from the structured results of bench/run_all.py; target verdicts.
 
 Pure functions of the results dict (no measuring here), so they are unit-tested on their own:
 `evaluate_targets(results, plan)` -> rows with PASS / FAIL / "not measured: ..." and the numbers;

@@ -328,6 +328,11 @@ def test_reuse_takes_unselected_modules_from_a_matching_run_only(tmp_path):
         reused_results(path, {**plan, "repeats": 99}, machine, selected=["http"])
     with pytest.raises(SystemExit, match="cpu_model"):
         reused_results(path, plan, {**machine, "cpu_model": "Y"}, selected=["http"])
+    # a module's own settings may change when that module is measured anew, not otherwise
+    more_http = {**plan, "http": {**plan["http"], "repeats": 30}}
+    assert reused_results(path, more_http, machine, selected=["http"])["floor"] == {"a": 1}
+    with pytest.raises(SystemExit, match="plan differs"):
+        reused_results(path, more_http, machine, selected=["captioner"])
 
 
 def test_changes_before_and_after_compute_the_same_decoder():
