@@ -70,7 +70,7 @@ from serving.prediction import (
     per_class_stats,
 )
 
-__all__ = ["CaptionInfo", "ForwardResult", "PredictRequest", "Prediction", "Predictor", "per_class_stats"]
+__all__ = ["CaptionInfo", "PredictRequest", "Prediction", "Predictor", "per_class_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,23 +85,6 @@ class PreparedRequest:
     caption: CaptionInfo
     class_set: ClassSet
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class ForwardResult:
-    """One request's share of a batched forward, before post-processing (`Predictor.finish`).
-
-    logits: float [K, h, w] at the working size (a view into the batch's output); timings: the
-    request's stages so far (decode, preprocess, caption, text, forward, ms); batch_size: how many
-    requests shared the forward.
-    """
-
-    member: PreparedRequest
-    logits: torch.Tensor
-    timings: dict[str, float]
-    backend: Backend
-    note: str | None
-    batch_size: int
 
 
 def _ms(start: float) -> float:
@@ -236,27 +219,13 @@ class Predictor:
         their own; PreparedRequest items (from `prepare`) go straight to the forward. With `return_errors`, a bad item yields its ServingError in place (the others
         still run), which is what a batching service needs; otherwise the first error is raised.
         """
-        results = self.forward_batch(items, caption, classes, use_captioner, return_errors)
-        return [self.finish(r) if isinstance(r, ForwardResult) else r for r in results]
-
-    def forward_batch(
-        self,
-        items: Sequence[ImageInput | PredictRequest | PreparedRequest],
-        caption: str | None = None,
-        classes: str | Sequence[str] | None = None,
-        use_captioner: bool = True,
-        return_errors: bool = False,
-    ) -> list[ForwardResult | ServingError]:
-        """`predict_batch` up to the forward: each item's logits at the working size, not yet
-        post-processed. A batching service runs this in its batch slot and `finish` per request,
-        so that one batch's full-resolution post-processing overlaps the next batch's forward."""
         requests = [
             item
             if isinstance(item, (PredictRequest, PreparedRequest))
             else PredictRequest(item, caption, classes, use_captioner)
             for item in items
         ]
-        results: list[ForwardResult | ServingError | None] = [None] * len(requests)
+        results: list[Prediction | ServingError | None] = [None] * len(requests)
         groups: dict[tuple[str, ...], list[tuple[int, PreparedRequest]]] = defaultdict(list)
         for index, request in enumerate(requests):
             try:
@@ -268,20 +237,9 @@ class Predictor:
                 continue
             groups[self._class_key(prepared.class_set)].append((index, prepared))
         for members in groups.values():
-            for (index, _), forwarded in zip(members, self._run_group([p for _, p in members])):
-                results[index] = forwarded
+            for (index, _), prediction in zip(members, self._run_group([p for _, p in members])):
+                results[index] = prediction
         return [r for r in results if r is not None]
-
-    def finish(self, result: ForwardResult) -> Prediction:
-        """Post-process one forward result: labels and confidence at the input size (bilinear
-        upsample of the logits, argmax, max softmax), timings completed."""
-        start = time.perf_counter()
-        labels, confidence = labels_and_confidence(result.logits, result.member.decoded.rgb.shape[:2])
-        timings = {**result.timings, "postprocess": _ms(start)}
-        timings["total"] = sum(timings.values())
-        return self._prediction(
-            result.member, labels, confidence, timings, result.backend, result.note, result.batch_size
-        )
 
     def caption(self, image: ImageInput) -> CaptionInfo:
         """Caption one image with the predictor's captioner (degrades like `predict` does)."""
@@ -461,7 +419,7 @@ class Predictor:
                 outputs.append(backend(images[chunk], feats[chunk], mask[chunk], embeds))
         return torch.cat(outputs)
 
-    def _run_group(self, members: list[PreparedRequest]) -> list[ForwardResult]:
+    def _run_group(self, members: list[PreparedRequest]) -> list[Prediction]:
         class_set = members[0].class_set
         start = time.perf_counter()
         class_embeds = self.embedder.class_embeddings(class_set.prompts())
@@ -474,12 +432,17 @@ class Predictor:
         start = time.perf_counter()
         logits = self._forward(backend, (images, feats, mask, class_embeds))
         forward_ms = _ms(start)
-        results = []
+        predictions = []
         for member, member_logits in zip(members, logits):
-            timings = {**member.timings, "text": text_ms, "forward": forward_ms}
+            start = time.perf_counter()
+            labels, confidence = labels_and_confidence(member_logits, member.decoded.rgb.shape[:2])
+            timings = {**member.timings, "text": text_ms, "forward": forward_ms, "postprocess": _ms(start)}
             timings["preprocess"] += batch_pre_ms
-            results.append(ForwardResult(member, member_logits, timings, backend, note, len(members)))
-        return results
+            timings["total"] = sum(timings.values())
+            predictions.append(
+                self._prediction(member, labels, confidence, timings, backend, note, len(members))
+            )
+        return predictions
 
     def _prediction(
         self,

@@ -47,7 +47,7 @@ from serving.http import (
 from serving.loading import verify_checkpoint
 from serving.memory import MemoryTrimmer
 from serving.prediction import PredictRequest
-from serving.predictor import ForwardResult, Predictor, PreparedRequest
+from serving.predictor import Predictor, PreparedRequest
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger("semidavil.service")
@@ -181,11 +181,10 @@ class SemiDAViLService:
         )
 
     def _run_batch(self, requests: tuple[PreparedRequest, ...]) -> list[Any]:
-        """One backend call for many requests; each gets its ForwardResult (post-processed in its
-        own request thread, `_finish_response`) or its own error."""
+        """One backend call for many requests; each gets its Prediction or its own error."""
         try:
             check_forward(FAULTS, requests)
-            return self.predictor.forward_batch(list(requests), return_errors=True)
+            return self.predictor.predict_batch(list(requests), return_errors=True)
         except Exception as err:  # a backend failure fails this batch only, with an id each
             logger.exception("forward failed for a batch of %d", len(requests))
             return [err] * len(requests)
@@ -194,18 +193,6 @@ class SemiDAViLService:
             # not periodically (trimming at most once a second let the soak's RSS end +37 %), and
             # trimmed only past a slack (trimming every batch cost ~20 ms per large request).
             self._trimmer.after_batch()
-
-    def _finish_response(self, result: ForwardResult, output: str, alpha: float) -> Response:
-        """Post-process and encode one request's forward result; bad output parameters raise their
-        ServingError, anything else (a bug) becomes a 500 with an id, as a failed forward does."""
-        try:
-            prediction = self.predictor.finish(result)
-        except ServingError:
-            raise
-        except Exception as err:
-            logger.exception("post-processing failed")
-            return internal_error_response(err)
-        return prediction_response(prediction, output, alpha)
 
     def __is_ready__(self) -> bool:
         """Readiness = a real forward of a fixed input through the serving backend."""
@@ -258,9 +245,7 @@ class SemiDAViLService:
                 raise result
             if isinstance(result, Response):  # a 500 from a failed forward
                 return result
-            # Post-processing (full-size upsample, argmax, confidence) and encoding run in this
-            # request's thread, outside the batch slot: the next batch's forward overlaps them.
-            return await _to_thread(self._finish_response, result, out, opacity)
+            return await _to_thread(prediction_response, result, out, opacity)
         except ServingError as err:
             return error_response(err)
 

@@ -273,26 +273,3 @@ def test_onnxruntime_predictor_reuses_its_gated_artefact(tmp_path, monkeypatch, 
         fixture_png, "a street"
     )
     assert (pred.label_map == reference.label_map).mean() >= 0.995
-
-
-def test_forward_batch_then_finish_is_predict_batch(predictor):
-    """The service's split (forward in the batch slot, post-processing per request) gives the same
-    labels as predict_batch; forward results hold working-size logits and no post-processing time,
-    and a bad item is its error in place."""
-    from serving.predictor import ForwardResult
-
-    good = png_bytes(scene(60, 90, 8))
-    other = png_bytes(scene(120, 80, 9))
-    forwarded = predictor.forward_batch([good, b"<html>nope</html>", other], return_errors=True)
-    assert isinstance(forwarded[1], UnsupportedMediaType)
-    first, last = forwarded[0], forwarded[2]
-    assert isinstance(first, ForwardResult) and isinstance(last, ForwardResult)
-    k = len(first.member.class_set)
-    assert first.logits.shape == (k, *predictor.working_size) and first.batch_size == 2
-    assert "postprocess" not in first.timings and "total" not in first.timings
-    finished = predictor.finish(last)
-    reference = predictor.predict_batch([good, other])[1]
-    assert finished.label_map.shape == (120, 80) and finished.batch_size == 2
-    np.testing.assert_array_equal(finished.label_map, reference.label_map)
-    assert finished.timings_ms["postprocess"] > 0
-    assert finished.timings_ms["total"] >= finished.timings_ms["forward"] + finished.timings_ms["postprocess"]
