@@ -95,11 +95,6 @@ def legacy(*changes: str) -> Iterator[None]:
             setattr(cls, attr, fn)
 
 
-def legacy_aspp() -> contextlib.AbstractContextManager[None]:
-    """Run every ASPP with `legacy_aspp_forward` inside the block."""
-    return legacy("aspp")
-
-
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
     """Time each callable once per round, `repeats` rounds after `warmup` untimed ones: summaries (s)."""
     for _ in range(max(0, warmup)):

@@ -233,7 +233,10 @@ def reused_results(
         return results
     saved = json.loads(path.read_text())
     own = {key for name in selected for key in MODULE_PLAN_KEYS.get(name, ())}
-    shared = lambda p: {k: v for k, v in p.items() if k not in own}  # noqa: E731
+
+    def shared(p: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in p.items() if k not in own}
+
     if shared(saved.get("plan") or {}) != shared(json.loads(json.dumps(plan))):
         raise SystemExit(f"{path}: its plan differs from this run's; run every module instead")
     now = json.loads(json.dumps(machine, default=str))
@@ -256,10 +259,10 @@ def reused_results(
 def cpu_class() -> str:
     """The class of machine whose figures a run writes: "amx", "avx512_bf16" or "plain" (CPU), or
     "cuda" when the backends run on a GPU; the same key as serving/backend_choice.json's."""
+    from model.hardware import resolve_device
     from serving.backends.factory import cpu_feature_key
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return cpu_feature_key(device)
+    return cpu_feature_key(resolve_device("auto"))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Hand freed heap memory back to the operating system after each batch (glibc only).
+"""Hand freed heap memory back to the operating system between batches (glibc only).
 
 Images of many sizes leave the glibc heaps of the server's worker threads fragmented: freed blocks
 stay mapped, and the resident set creeps up request after request although nothing is leaked.
@@ -74,7 +74,6 @@ class MemoryTrimmer:
         self.slack_bytes = slack_bytes
         self._read_rss, self._trim = read_rss, trim
         self.floor = 0  # resident bytes right after the last trim (0: never trimmed: trim first)
-        self.trims = 0
 
     def after_batch(self) -> bool:
         """Trim if the resident set is over floor + slack (always when slack is 0); True if trimmed."""
@@ -82,5 +81,4 @@ class MemoryTrimmer:
             return False
         self._trim()
         self.floor = self._read_rss()
-        self.trims += 1
         return True

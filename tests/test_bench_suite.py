@@ -338,7 +338,7 @@ def test_reuse_takes_unselected_modules_from_a_matching_run_only(tmp_path):
 def test_changes_before_and_after_compute_the_same_decoder():
     """bench/changes.py times the legacy ASPP against the current one: same outputs, or the
     before/after figure would compare different models."""
-    from bench.changes import interleaved, legacy_aspp
+    from bench.changes import interleaved, legacy
     from model.decoder import ASPP
 
     torch.manual_seed(0)
@@ -346,11 +346,11 @@ def test_changes_before_and_after_compute_the_same_decoder():
     x = torch.randn(2, 16, 6, 10)
     with torch.no_grad():
         now = aspp(x)
-        with legacy_aspp():
+        with legacy("aspp"):
             before = aspp(x)
         after = aspp(x)
     torch.testing.assert_close(before, now, rtol=1e-5, atol=1e-5)
-    assert torch.equal(after, now), "legacy_aspp() did not restore the current forward"
+    assert torch.equal(after, now), "legacy('aspp') did not restore the current forward"
     calls = []
     stats = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert calls == ["a", "b"] * 4 and set(stats) == {"a", "b"} and stats["a"]["median"] >= 0
