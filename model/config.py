@@ -15,7 +15,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 DLG_MODES = ("residual", "literal", "repo", "off")
 FINETUNE_MODES = ("spatial", "full", "frozen")
-CONV_SKIPS = (None, "resnet101", "resnet18")
+CONV_SKIPS = (None, "resnet101", "resnet18", "stem")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ class ModelConfig:
 
     `image_size` is the square working resolution the positional embedding is stored at (other
     sizes interpolate it). `skip_layers` are the ViT blocks whose value-path features feed the
-    decoder's skips (deepest first); `conv_skip` replaces the last one by a ResNet stem. `vlp`
+    decoder's skips (deepest first); `conv_skip` replaces the last one by a ResNet stem
+    (`resnet101`, `resnet18`) or a light conv stem (`stem`). `vlp`
     False means the visual tower is not initialised from CLIP (the paper's "w/o VLP" ablation).
     """
 

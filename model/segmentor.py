@@ -12,7 +12,7 @@ from torch import nn
 
 from model.backbone import DenseClipVisual
 from model.config import ModelConfig
-from model.conv_skip import ResNetSkip
+from model.conv_skip import build_conv_skip
 from model.decoder import VLGDecoder
 from model.dlg import DenseLanguageGuidance
 from model.text import ClipTextEncoder
@@ -29,7 +29,7 @@ class SegmentationGraph(nn.Module):
     def __init__(self, visual: DenseClipVisual, cfg: ModelConfig) -> None:
         super().__init__()
         self.visual = visual
-        self.conv_skip = ResNetSkip(cfg.conv_skip) if cfg.conv_skip else None
+        self.conv_skip = build_conv_skip(cfg.conv_skip) if cfg.conv_skip else None
         c, d = cfg.embed_dim, visual.width
         self.dlg = DenseLanguageGuidance(c, cfg.dlg.mode, cfg.dlg.heads, cfg.dlg.max_tokens)
         skip_in = [d] * len(cfg.skip_layers) + ([self.conv_skip.out_channels] if self.conv_skip else [])

@@ -43,6 +43,26 @@ class ServingModel:
     def name(self) -> str:
         return self.model.config.name
 
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The header's `metrics` (evaluation, what it was trained on, commit); {} if none."""
+        metrics = self.header.get("metrics")
+        return metrics if isinstance(metrics, dict) else {}
+
+
+def trained_on_line(served: ServingModel) -> str:
+    """One line for people: what the checkpoint was trained on and its evaluation mIoU."""
+    if served.random_weights:
+        return "random weights: not trained on anything"
+    m = served.metrics
+    trained = m.get("trained_on") or {}
+    what = (
+        trained.get("summary") or m.get("experiment") or "unknown data (the checkpoint header does not say)"
+    )
+    if isinstance(m.get("miou"), (int, float)):
+        what += f" · mIoU {m['miou']:.1f} on {m.get('benchmark') or 'its validation set'}"
+    return what
+
 
 def random_model(name: str = RANDOM_MODEL, seed: int = RANDOM_SEED) -> SemiDAViL:
     """A model with random weights from a fixed seed, without touching the global RNG state."""

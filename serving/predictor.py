@@ -55,6 +55,7 @@ from serving.loading import (
     check_working_size,
     default_class_set,
     load_serving_model,
+    trained_on_line,
     working_size_for,
 )
 from serving.postprocess import labels_and_confidence
@@ -293,6 +294,8 @@ class Predictor:
             "checkpoint": str(self.served.checkpoint_path) if self.served.checkpoint_path else None,
             "checkpoint_sha256": self.served.checkpoint_sha256,
             "random_weights": self.random_weights,
+            "metrics": self.served.metrics,
+            "trained_on": trained_on_line(self.served),
             "classes": list(self.default_class_set.names),
             "class_sets": sorted(CLASS_SETS),
             "working_size": list(self.working_size),

@@ -231,6 +231,21 @@ def test_resnet_skip_variant_builds_and_runs():
         assert m(*inputs).shape == (1, 4, 128, 256)
 
 
+def test_small_config_has_a_stride4_conv_stem_and_runs_at_its_working_size():
+    """semidavil-small (the real-photo default): the stem skip is stride 4, logits come at full size."""
+    cfg = get_model_config("semidavil-small")
+    m = create_model(cfg).eval()
+    x = torch.randn(1, 3, 256, 512)
+    with torch.no_grad():
+        skip = m.seg.conv_skip(x)
+        assert skip.shape == (1, m.seg.conv_skip.out_channels, 64, 128)
+        inputs = random_inputs(1, 256, 512, 19, 5, cfg.embed_dim)
+        logits = m(*inputs)
+    assert logits.shape == (1, 19, 256, 512) and torch.isfinite(logits).all()
+    # the embedded checkpoint must stay under the 20 MB publish limit in fp32
+    assert sum(p.numel() for p in m.state_dict().values()) * 4 < 20 * 2**20
+
+
 def test_no_vlp_trains_the_whole_visual_tower():
     m = create_model(get_model_config("semidavil-tiny", vlp=False))
     assert all(p.requires_grad for p in m.seg.visual.parameters())

@@ -66,3 +66,32 @@ def test_repository_paths_in_the_training_config_become_relative():
         "output_dir": "runs/synthetic",
         "data": {"roots": ["data/x", "/elsewhere"]},
     }
+
+
+def test_header_says_what_the_model_was_trained_on(finished_run, tmp_path):
+    card = tmp_path / "card.yaml"
+    fields = {k: f"the {k}" for k in ("name", "source_domain", "target_domain", "val", "sources", "terms")}
+    card.write_text(json.dumps(fields))  # JSON is YAML
+    header = publish(finished_run, tmp_path / "out.safetensors", card=card)
+    metrics = header["metrics"]
+    trained = metrics["trained_on"]
+    split = json.loads((finished_run / "split.json").read_text())
+    assert {k: trained[k] for k in fields} == fields
+    assert trained["images"]["labeled"] == len(split["labeled"]) == 2
+    assert trained["images"]["unlabeled"] == len(split["unlabeled"]) > 0
+    assert trained["images"]["source"] > 0
+    assert f"{len(split['labeled'])} labelled + {len(split['unlabeled'])} unlabelled" in trained["summary"]
+    assert metrics["benchmark"] == "the val"
+    assert metrics["commit"] != "unknown" and len(metrics["commit"]) >= 12
+    assert read_header(tmp_path / "out.safetensors")["metrics"]["trained_on"] == trained
+
+
+def test_a_malformed_data_card_is_refused_by_name(finished_run, tmp_path):
+    from training.data_card import DataCardError
+
+    card = tmp_path / "bad_card.yaml"
+    card.write_text("name: only a name\n")
+    with pytest.raises(DataCardError, match="bad_card.yaml"):
+        publish(finished_run, tmp_path / "out.safetensors", card=card)
+    with pytest.raises(DataCardError, match="not found"):
+        publish(finished_run, tmp_path / "out.safetensors", card=tmp_path / "none.yaml")

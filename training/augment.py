@@ -36,7 +36,22 @@ def random_crop(
     y = int(rng.integers(0, image.shape[0] - ch + 1))
     x = int(rng.integers(0, image.shape[1] - cw + 1))
     window = (slice(y, y + ch), slice(x, x + cw))
-    return image[window], None if label is None else label[window], valid[window]
+    # copies: the source arrays may be a dataset's in-memory cache, which must never be written
+    label = None if label is None else label[window].copy()
+    return image[window].copy(), label, valid[window]
+
+
+def random_scale(
+    image: np.ndarray, label: np.ndarray | None, scale: tuple[float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize by a factor drawn from U(scale): image bilinear (area when shrinking), label nearest."""
+    factor = float(rng.uniform(*scale))
+    h, w = image.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    image = cv2.resize(image, size, interpolation=interp)
+    label = None if label is None else cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+    return image, label
 
 
 def weak_augment(
@@ -45,8 +60,15 @@ def weak_augment(
     crop: tuple[int, int],
     rng: np.random.Generator,
     hflip_p: float,
+    scale: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Random crop then horizontal flip with probability `hflip_p`: -> (image, label, valid)."""
+    """Random scale (if `scale`), random crop, then horizontal flip with probability `hflip_p`.
+
+    -> (image, label, valid). Without `scale` no random number is drawn for it, so runs made
+    before it existed resume exactly.
+    """
+    if scale is not None:
+        image, label = random_scale(image, label, scale, rng)
     image, label, valid = random_crop(image, label, crop, rng)
     if rng.random() < hflip_p:
         image, valid = image[:, ::-1], valid[:, ::-1]

@@ -1,12 +1,14 @@
 """Publish a finished run's model as a serving checkpoint (the embedded default is made this way).
 
-    python -m training.publish runs/synthetic/synthetic_full \
-        [--out serving/default_checkpoint.safetensors] [--max-mb 20]
+    python -m training.publish runs/real/real_full \
+        [--out serving/default_checkpoint.safetensors] [--max-mb 20] [--card training/data_cards/x.yaml]
 
 Reads `<run>/model.safetensors` (integrity-checked by `model.load_model`), `<run>/eval_final.json`
 and `<run>/wall_seconds.json`, and writes a new checkpoint whose header `metrics` hold the final
 evaluation (mIoU, per-class IoU, eval mode and size, which weights were evaluated), the experiment
-name, the training wall time and the number of iterations. The tensors are written unchanged.
+name, the training wall time, the number of iterations, the commit of this repository, and
+`trained_on`: the run's data card (`data.card` or `--card`: what the data is, its sources and
+terms) with the number of images of every training stream. The tensors are written unchanged.
 A file over `--max-mb` is refused (the default checkpoint ships in the repository and the Bento).
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 
 from model import load_model, save_checkpoint
 from model.checkpoint import read_header
+from training.data_card import training_data
 from training.trainer import MODEL_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,32 +61,52 @@ def _strip_host_paths(node: Any) -> Any:
     return node
 
 
-def published_metrics(run_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
+def git_commit() -> str:
+    """This repository's commit (with `-dirty` for uncommitted changes), or "unknown"."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def published_metrics(run_dir: Path, header: dict[str, Any], card: Path | None = None) -> dict[str, Any]:
     """The header `metrics` of a published checkpoint, from the run folder's final evaluation."""
     evaluation = _read_json(run_dir / "eval_final.json")
     training = header.get("training_config", {})
     wall = run_dir / "wall_seconds.json"
     old = header.get("metrics", {})
+    trained_on = training_data(training, run_dir, card)
     metrics = {
         "experiment": training.get("experiment", run_dir.name),
-        "benchmark": "synthetic driving-scene benchmark, target val (see RESULTS.md)",
+        "benchmark": trained_on.get("val")
+        or "synthetic driving-scene benchmark, target val (see RESULTS.md)",
         "miou": evaluation["miou"],
         "iou": evaluation["iou"],
         "num_classes": evaluation["num_classes"],
         "iters": training.get("optim", {}).get("iters"),
         "eval": old.get("eval", {}),
         "dataset": _relative(old["dataset"]) if old.get("dataset") else "",
+        "trained_on": trained_on,
+        "commit": git_commit(),
     }
     if wall.is_file():
         metrics["train_wall_minutes"] = round(_read_json(wall)["seconds"] / 60.0, 1)
     return metrics
 
 
-def publish(run_dir: Path, out: Path = DEFAULT_OUT, max_mb: float = 20.0) -> dict[str, Any]:
+def publish(
+    run_dir: Path, out: Path = DEFAULT_OUT, max_mb: float = 20.0, card: Path | None = None
+) -> dict[str, Any]:
     """Write the run's model to `out` with its metrics in the header; returns the new header."""
     source = run_dir / MODEL_FILE
     model, header = load_model(source)
-    metrics = published_metrics(run_dir, header)
+    metrics = published_metrics(run_dir, header, card)
     tmp = out.with_name(f".{out.name}.publish")
     training = _strip_host_paths(header.get("training_config") or {})
     new_header = save_checkpoint(tmp, model, header["class_names"], training, metrics)
@@ -103,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="checkpoint to write (default: %(default)s)")
     p.add_argument("--max-mb", type=float, default=20.0, help="refuse a larger file (default: %(default)s)")
+    p.add_argument(
+        "--card", type=Path, default=None, help="data card YAML (default: the run config's data.card, if any)"
+    )
     args = p.parse_args(argv)
-    header = publish(args.run_dir, args.out, args.max_mb)
+    header = publish(args.run_dir, args.out, args.max_mb, args.card)
     m = header["metrics"]
     print(f"wrote {args.out}: {m['experiment']}, mIoU {m['miou']:.1f} ({m['benchmark']})")
     return 0

@@ -69,12 +69,23 @@ class TrainStream(Dataset):
     Returns {"image": uint8 [3, h, w], "valid": bool [h, w], "caption": str, "name": str} plus
     "label": int64 [h, w] (labeled streams) or "strong": uint8 [3, h, w] (unlabeled stream: the
     same crop with strong photometric augmentation for the student).
+
+    `scale` (lo, hi): random rescale of the dataset's image before cropping (None: none).
+    `aug["sup_photometric_p"]`: probability that a labeled stream's image gets the strong
+    photometric augmentation too (0: never, and no random number is drawn for it).
     """
 
     def __init__(
-        self, dataset: Dataset, stream: str, crop: tuple[int, int], aug: dict[str, Any], seed: int
+        self,
+        dataset: Dataset,
+        stream: str,
+        crop: tuple[int, int],
+        aug: dict[str, Any],
+        seed: int,
+        scale: tuple[float, float] | None = None,
     ) -> None:
         self.dataset, self.stream, self.crop, self.aug, self.seed = dataset, stream, tuple(crop), aug, seed
+        self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -84,7 +95,12 @@ class TrainStream(Dataset):
         rng = np.random.default_rng([self.seed, STREAM_IDS[self.stream], step, slot])
         example = self.dataset[index]
         label = example.get("label") if self.stream != "unlabeled" else None
-        image, label, valid = weak_augment(example["image"], label, self.crop, rng, self.aug["hflip_p"])
+        image, label, valid = weak_augment(
+            example["image"], label, self.crop, rng, self.aug["hflip_p"], self.scale
+        )
+        sup_p = self.aug.get("sup_photometric_p", 0.0)
+        if label is not None and sup_p > 0 and rng.random() < sup_p:
+            image = strong_augment(image, rng, self.aug)
         out: dict[str, Any] = {
             "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
             "valid": torch.from_numpy(valid),

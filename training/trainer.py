@@ -4,6 +4,7 @@ consistency with CutMix on unlabeled target, AdamW + poly LR, EMA teacher, resum
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from training.data.build import (
     build_val_dataset,
     class_names_for,
     class_prompts_for,
+    has_extra_unlabeled,
+    stream_scale,
     target_split,
 )
 from training.data.splits import write_split
@@ -95,6 +98,8 @@ class Trainer:
         self.streams = self._build_streams()
         self.start_step = 0
         self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0  # training wall time summed over resumes (kept in the state file)
+        self._clock = time.perf_counter()
 
     # ----------------------------------------------------------------------------- data
     def _build_streams(self) -> dict[str, TrainStream]:
@@ -104,19 +109,20 @@ class Trainer:
         labeled, unlabeled = target_split(cfg) if {"labeled", "unlabeled"} & set(streams) else ([], [])
         if self.info.is_main:
             write_split(self.run_dir / "split.json", labeled, unlabeled, seed=cfg["data"]["split_seed"])
-        if "unlabeled" in streams and not unlabeled:
+        if "unlabeled" in streams and not unlabeled and not has_extra_unlabeled(cfg):
             unlabeled = labeled  # fully labeled target (2975 row): consistency on the labeled images
+        source_scale, target_scale = stream_scale(cfg["data"]["source"]), stream_scale(cfg["data"]["target"])
         out: dict[str, TrainStream] = {}
         if "source" in streams:
-            out["source"] = TrainStream(build_source(cfg), "source", crop, aug, seed)
+            out["source"] = TrainStream(build_source(cfg), "source", crop, aug, seed, source_scale)
         if "labeled" in streams:
             if not labeled:
                 raise ValueError("method.streams has 'labeled' but data.num_labeled is 0")
-            out["labeled"] = TrainStream(build_target_train(cfg, labeled, True), "labeled", crop, aug, seed)
+            dataset = build_target_train(cfg, labeled, True)
+            out["labeled"] = TrainStream(dataset, "labeled", crop, aug, seed, target_scale)
         if "unlabeled" in streams:
-            out["unlabeled"] = TrainStream(
-                build_target_train(cfg, unlabeled, False), "unlabeled", crop, aug, seed
-            )
+            dataset = build_target_train(cfg, unlabeled, False)
+            out["unlabeled"] = TrainStream(dataset, "unlabeled", crop, aug, seed, target_scale)
         return out
 
     def _batch_size(self, stream: str) -> int:
@@ -242,6 +248,7 @@ class Trainer:
             header = load_state(path, self.student, self.teacher, self.optimizer)
             self.start_step = int(header["step"])
             self.history = header["extra"].get("history", [])
+            self.train_seconds = float(header["extra"].get("train_seconds", 0.0))
             log.info("resumed from %s at step %d", path, self.start_step)
 
     def _optimizer_step(self, step: int) -> None:
@@ -266,6 +273,7 @@ class Trainer:
             total=total, initial=self.start_step, disable=not self.progress, desc=self.cfg["experiment"]
         )
         self.student.train()
+        self._clock = time.perf_counter()  # set-up and data discovery are not training time
         t0, window = time.perf_counter(), []
         for step in range(self.start_step, total):
             set_lr(self.optimizer, self._lr(step))
@@ -328,9 +336,16 @@ class Trainer:
             for r in kept:
                 self._append_csv(r)
 
+    def _tick(self) -> float:
+        """Add the wall time since the last tick to `train_seconds`; returns the total."""
+        now = time.perf_counter()
+        self.train_seconds += now - self._clock
+        self._clock = now
+        return self.train_seconds
+
     def save(self, step: int) -> None:
         if self.info.is_main:
-            extra = {"history": self.history}
+            extra = {"history": self.history, "train_seconds": self._tick()}
             save_state(
                 self.run_dir / STATE_FILE, step, self.student, self.teacher, self.optimizer, self.cfg, extra
             )
@@ -360,6 +375,8 @@ class Trainer:
         """Final evaluation and the deployable checkpoint (eval model weights + metrics header)."""
         report = self.run_eval(self.cfg["optim"]["iters"], tag="eval_final")
         if self.info.is_main and report is not None:
+            wall = {"seconds": round(self._tick(), 1), "note": "training + evaluation, summed over resumes"}
+            (self.run_dir / "wall_seconds.json").write_text(json.dumps(wall))
             metrics = {
                 "miou": report["miou"],
                 "iou": report["iou"],

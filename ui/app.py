@@ -54,6 +54,7 @@ from serving.decode import Limits, check_body_size, read_limited
 from serving.encode import label_png, labelid_png, overlay_png
 from serving.errors import InvalidImage, InvalidParameter, ServiceUnavailable, ServingError
 from serving.http import parse_alpha
+from serving.loading import trained_on_line
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, per_class_stats
 from serving.predictor import Predictor
 from ui.make_examples import EXAMPLES_DIR, load_examples
@@ -188,7 +189,9 @@ def model_info_markdown(predictor: Predictor | None, prediction: Prediction | No
     captioner = getattr(predictor.captioner, "kind", None) or ("none" if predictor.captioner is None else "?")
     lines = [
         f"**Backend** `{backend}` ({precision}, {predictor.device}) · **model** `{predictor.served.name}` · "
-        f"**checkpoint** {checkpoint_text(predictor)} · **working size** {h}×{w} · **captioner** `{captioner}`"
+        f"**checkpoint** {checkpoint_text(predictor)} · **working size** {h}×{w} · **captioner** `{captioner}`",
+        "",
+        f"**Trained on** {trained_on_line(predictor.served)}",
     ]
     if prediction is not None:
         timings = prediction.timings_ms

@@ -87,6 +87,9 @@ class SegmentationDataset(Dataset):
         label_reader: decodes a label file to raw (H, W) values (default: 'L'/'P' indices).
         resize: optional (H, W); images bilinear, labels nearest (cv2).
         captions_file: optional JSON {name: caption} that must cover every sample.
+        cache: keep every decoded (and resized) item in memory after its first read; for small
+            sets read thousands of times (the real target frames), where decoding a 2048x1024
+            PNG would cost more than the training step. Each loader worker keeps its own cache.
     """
 
     def __init__(
@@ -96,8 +99,10 @@ class SegmentationDataset(Dataset):
         label_reader: LabelReader = read_index_label,
         resize: tuple[int, int] | None = None,
         captions_file: str | Path | None = None,
+        cache: bool = False,
     ) -> None:
         self.samples = list(samples)
+        self._cache: dict[int, Example] | None = {} if cache else None
         validate_samples(self.samples)
         if self.samples[0].label is not None and label_lut is None:
             raise ValueError("label_lut is required for labeled samples")
@@ -129,6 +134,13 @@ class SegmentationDataset(Dataset):
         return self.label_lut[self.label_reader(path)]
 
     def __getitem__(self, index: int) -> Example:
+        if self._cache is None:
+            return self._read(index)
+        if index not in self._cache:
+            self._cache[index] = self._read(index)
+        return dict(self._cache[index])  # type: ignore[return-value]  # callers may add keys
+
+    def _read(self, index: int) -> Example:
         sample = self.samples[index]
         image = read_image(sample.image)
         example: Example = {

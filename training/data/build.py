@@ -43,9 +43,24 @@ def _size(value: Any) -> tuple[int, int] | None:
     return None if value is None else (int(value[0]), int(value[1]))
 
 
+def stream_scale(block: dict[str, Any]) -> tuple[float, float] | None:
+    """The random-scale range (lo, hi) of a dataset block's training stream, or None."""
+    value = block.get("scale")
+    if value is None:
+        return None
+    lo, hi = float(value[0]), float(value[1])
+    if not 0 < lo <= hi:
+        raise DatasetError(f"scale must be [lo, hi] with 0 < lo <= hi, got {value!r}")
+    return lo, hi
+
+
 def build_source(config: dict[str, Any]) -> Any:
     block = config["data"]["source"]
-    common = {"resize": _size(block.get("resize")), "captions_file": _captions(block, "captions", config)}
+    common = {
+        "resize": _size(block.get("resize")),
+        "captions_file": _captions(block, "captions", config),
+        "cache": bool(block.get("cache", False)),
+    }
     if block["type"] == "gta5":
         if config["data"]["num_classes"] != 19:
             raise DatasetError("GTA5 source needs data.num_classes=19")
@@ -69,6 +84,7 @@ def target_split(config: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 
 def build_target_train(config: dict[str, Any], names: list[str], labeled: bool) -> CityscapesDataset:
+    """Labeled or unlabeled target train frames; the unlabeled set adds `target.unlabeled_dirs`."""
     block = config["data"]["target"]
     return CityscapesDataset(
         block["root"],
@@ -76,9 +92,16 @@ def build_target_train(config: dict[str, Any], names: list[str], labeled: bool) 
         config["data"]["num_classes"],
         labeled=labeled,
         names=names,
+        extra_dirs=() if labeled else tuple(block.get("unlabeled_dirs") or ()),
         resize=_size(block.get("resize")),
         captions_file=_captions(block, "captions_train", config),
+        cache=bool(block.get("cache", False)),
     )
+
+
+def has_extra_unlabeled(config: dict[str, Any]) -> bool:
+    """True when the target block names more unlabeled image folders (`unlabeled_dirs`)."""
+    return bool(config["data"]["target"].get("unlabeled_dirs"))
 
 
 def build_val_dataset(config: dict[str, Any]) -> CityscapesDataset:

@@ -30,6 +30,7 @@ class GTA5Dataset(SegmentationDataset):
         names: Sequence[str] | None = None,
         resize: tuple[int, int] | None = None,
         captions_file: str | Path | None = None,
+        cache: bool = False,
     ) -> None:
         root = require_dir(Path(root), "GTA5 root")
         samples = select_names(discover_by_filename(root / "images", root / "labels"), names)
@@ -39,4 +40,5 @@ class GTA5Dataset(SegmentationDataset):
             label_reader=read_index_label,
             resize=resize,
             captions_file=captions_file,
+            cache=cache,
         )

@@ -34,11 +34,17 @@ class SynthiaDataset(SegmentationDataset):
         names: Sequence[str] | None = None,
         resize: tuple[int, int] | None = None,
         captions_file: str | Path | None = None,
+        cache: bool = False,
     ) -> None:
         lut = synthia_label_lut(num_classes)
         root = require_dir(Path(root), "SYNTHIA root")
         samples = select_names(discover_by_filename(root / "RGB", root / "GT" / "LABELS"), names)
         super().__init__(
-            samples, lut, label_reader=read_synthia_label, resize=resize, captions_file=captions_file
+            samples,
+            lut,
+            label_reader=read_synthia_label,
+            resize=resize,
+            captions_file=captions_file,
+            cache=cache,
         )
         self.num_classes = num_classes

@@ -1,0 +1,141 @@
+"""Loaders on the real-frames fixture layout (../shared/fixtures/real/cityscapes), read in place."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.augment import weak_augment
+from training.data import CityscapesDataset, DatasetError
+from training.data.build import build_target_train, stream_scale
+
+REAL = Path("real/cityscapes")
+SEQUENCE, UNLABELED = "leftImg8bit_sequence", "leftImg8bit_unlabeled"
+
+
+@pytest.fixture(scope="module")
+def real_root(fixtures_dir: Path) -> Path:
+    root = fixtures_dir / REAL
+    if not root.is_dir():
+        pytest.skip(f"real-frames fixtures not found at {root}")
+    return root
+
+
+def link_layout(real_root: Path, root: Path, stems: dict[str, str]) -> Path:
+    """Symlink some labeled train frames ({stem: city}) into a fresh official layout under `root`."""
+    for stem, city in stems.items():
+        for kind, suffix in (("leftImg8bit", "_leftImg8bit"), ("gtFine", "_gtFine_labelIds")):
+            src = next((real_root / kind / "train" / city).glob(f"{stem}{suffix}.*"))
+            dst = root / kind / "train" / city / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return root
+
+
+def test_labeled_frames_of_every_size_load_at_their_own_size(real_root: Path) -> None:
+    train = CityscapesDataset(real_root, "train")
+    assert len(train) == 8
+    sizes = {}
+    for i, name in enumerate(train.names):
+        ex = train[i]
+        assert ex["label"].shape == ex["image"].shape[:2]
+        assert ex["label"].dtype == np.uint8 and ex["label"].max() <= 255
+        sizes[name] = ex["image"].shape[:2]
+    assert sizes["ulm_000088_000019"] == (256, 512)
+    assert sizes["hanover_000000_027998"] == (320, 640)
+    assert sizes["aachen_000000_000019"] == (1024, 2048)
+
+
+def test_jpeg_val_frame(real_root: Path) -> None:
+    val = CityscapesDataset(real_root, "val")
+    assert val.names == [f"frankfurt_000000_{n}" for n in ("000576", "011810", "012868")]
+    jpeg = val.samples[1]
+    assert jpeg.image.suffix == ".jpg"
+    ex = val[1]
+    assert ex["image"].shape == (512, 1024, 3) and ex["label"].shape == (512, 1024)
+    # the label is real annotation: road and car, not one value
+    assert {0, 13} <= set(np.unique(ex["label"]).tolist())
+
+
+def test_unlabeled_stream_reads_sequence_and_unlabeled_folders(real_root: Path) -> None:
+    extra = CityscapesDataset(real_root, "train", labeled=False, names=[], extra_dirs=(SEQUENCE, UNLABELED))
+    assert len(extra) == 170
+    suffixes = {s.image.suffix for s in extra.samples}
+    assert suffixes == {".png", ".jpg"}
+    assert not any(s.label for s in extra.samples) and "label" not in extra[0]
+    assert "aachen_000000_000019" not in extra.names  # the labeled frame is not in its own sequence
+    with pytest.raises(ValueError, match="extra_dirs"):
+        CityscapesDataset(real_root, "train", extra_dirs=(SEQUENCE,))
+
+
+def test_config_builds_the_unlabeled_stream_with_resize(real_root: Path) -> None:
+    config = {
+        "data": {
+            "num_classes": 19,
+            "use_captions": True,
+            "target": {
+                "root": str(real_root),
+                "resize": [64, 128],
+                "unlabeled_dirs": [UNLABELED],
+                "cache": True,
+            },
+        }
+    }
+    unlabeled = build_target_train(config, [], labeled=False)
+    assert len(unlabeled) == 25 and unlabeled[3]["image"].shape == (64, 128, 3)
+    labeled = build_target_train(config, ["ulm_000088_000019"], labeled=True)
+    assert labeled[0]["label"].shape == (64, 128)
+
+
+def test_missing_label_is_named(real_root: Path, tmp_path: Path) -> None:
+    root = link_layout(
+        real_root, tmp_path / "cs", {"ulm_000088_000019": "ulm", "hanover_000000_027998": "hanover"}
+    )
+    (root / "gtFine/train/hanover/hanover_000000_027998_gtFine_labelIds.png").unlink()
+    with pytest.raises(DatasetError, match=re.escape("hanover_000000_027998_gtFine_labelIds.png")):
+        CityscapesDataset(root, "train")
+
+
+def test_label_of_the_wrong_size_is_refused_when_built(real_root: Path, tmp_path: Path) -> None:
+    root = link_layout(real_root, tmp_path / "cs", {"ulm_000088_000019": "ulm"})
+    label = root / "gtFine/train/ulm/ulm_000088_000019_gtFine_labelIds.png"
+    label.unlink()
+    label.symlink_to(real_root / "gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png")
+    with pytest.raises(DatasetError, match=re.escape(label.name)) as info:
+        CityscapesDataset(root, "train")
+    assert "2048x1024" in str(info.value) and "512x256" in str(info.value)
+
+
+def test_cache_returns_equal_items_that_callers_cannot_corrupt(real_root: Path) -> None:
+    train = CityscapesDataset(real_root, "train", names=["ulm_000088_000019"], cache=True)
+    first = train[0]
+    first["image"] = None  # replacing a key of the returned dict leaves the cache alone
+    again, fresh = train[0], CityscapesDataset(real_root, "train", names=["ulm_000088_000019"])[0]
+    np.testing.assert_array_equal(again["image"], fresh["image"])
+    np.testing.assert_array_equal(again["label"], fresh["label"])
+    rng = np.random.default_rng(0)
+    image, _, _ = weak_augment(again["image"], again["label"], (256, 512), rng, hflip_p=0.0)
+    image[:] = 0  # the crop is a copy: writing it does not touch the cached frame
+    assert train[0]["image"].any()
+
+
+def test_random_scale_then_crop(real_root: Path) -> None:
+    ex = CityscapesDataset(real_root, "train", names=["ulm_000088_000019"])[0]  # 512x256
+    crops = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        image, label, valid = weak_augment(ex["image"], ex["label"], (200, 200), rng, 0.5, scale=(0.25, 0.5))
+        assert image.shape == (200, 200, 3) and label.shape == valid.shape == (200, 200)
+        # at most half size (128 high): the crop is padded below and padding is ignore/invalid
+        assert not valid[150:].any() and (label[150:] == 255).all()
+        crops.append(image)
+    again, _, _ = weak_augment(
+        ex["image"], ex["label"], (200, 200), np.random.default_rng(0), 0.5, (0.25, 0.5)
+    )
+    np.testing.assert_array_equal(again, crops[0])
+    assert stream_scale({"scale": None}) is None and stream_scale({"scale": [0.5, 2]}) == (0.5, 2.0)
+    with pytest.raises(DatasetError, match="scale"):
+        stream_scale({"scale": [2.0, 1.0]})

@@ -1,0 +1,82 @@
+"""What a run was trained on, for checkpoint headers: the data card plus the frame counts.
+
+A data card (`training/data_cards/*.yaml`, named by the run config's `data.card`) says in words what
+the data is, where it came from and under which terms; the counts come from the run's own
+datasets (the same builders the trainer used), so they cannot drift from what was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.data.build import build_source, build_target_train, has_extra_unlabeled
+from training.data.splits import read_split
+
+CARD_KEYS = ("name", "source_domain", "target_domain", "val", "sources", "terms")
+
+
+class DataCardError(ValueError):
+    """A data card file is missing or malformed; the message names the file."""
+
+
+def load_card(path: str | Path) -> dict[str, str]:
+    """Read a data card YAML with exactly the CARD_KEYS as strings."""
+    path = Path(path)
+    try:
+        card = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise DataCardError(f"{path}: data card not found") from err
+    except (OSError, yaml.YAMLError) as err:
+        raise DataCardError(f"{path}: cannot read the data card ({err})") from err
+    if (
+        not isinstance(card, dict)
+        or set(card) != set(CARD_KEYS)
+        or not all(isinstance(v, str) for v in card.values())
+    ):
+        raise DataCardError(f"{path}: a data card maps exactly {list(CARD_KEYS)} to strings")
+    return {k: " ".join(card[k].split()) for k in CARD_KEYS}
+
+
+def stream_counts(config: dict[str, Any], run_dir: Path) -> dict[str, int]:
+    """Images per training stream of a run: {"source": n, "labeled": n, "unlabeled": n} (used ones)."""
+    streams = set(config["method"]["streams"])
+    counts: dict[str, int] = {}
+    if "source" in streams:
+        counts["source"] = len(build_source(config))
+    if {"labeled", "unlabeled"} & streams:
+        labeled, unlabeled = read_split(run_dir / "split.json")
+        if "labeled" in streams:
+            counts["labeled"] = len(labeled)
+        if "unlabeled" in streams:
+            if unlabeled or has_extra_unlabeled(config):
+                counts["unlabeled"] = len(build_target_train(config, unlabeled, labeled=False))
+            else:
+                counts["unlabeled"] = len(labeled)  # the trainer's rule for a fully labeled target
+    return counts
+
+
+def summary_line(card: dict[str, str] | None, counts: dict[str, int]) -> str:
+    """One line for people: what the model saw, e.g. for the demo's header."""
+    parts = []
+    if "labeled" in counts or "unlabeled" in counts:
+        target = card["target_domain"].split(" (")[0] if card else "target frames"
+        parts.append(
+            f"{counts.get('labeled', 0)} labelled + {counts.get('unlabeled', 0)} unlabelled {target}"
+        )
+    if "source" in counts:
+        source = card["source_domain"].split(" (")[0] if card else "source images"
+        parts.append(f"{counts['source']} images of {source}")
+    return "; ".join(parts)
+
+
+def training_data(
+    config: dict[str, Any], run_dir: Path, card_path: str | Path | None = None
+) -> dict[str, Any]:
+    """The header block `trained_on`: the card (if any), the stream counts and a one-line summary."""
+    path = card_path or config["data"].get("card")
+    card = load_card(path) if path else None
+    counts = stream_counts(config, run_dir)
+    return {**(card or {}), "images": counts, "summary": summary_line(card, counts)}
