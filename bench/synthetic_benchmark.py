@@ -24,7 +24,13 @@ NOTES = ROOT / "bench" / "synthetic_benchmark_notes.md"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import format_machine, machine_info, markdown_table  # noqa: E402
+from bench.common import format_machine, machine_info, markdown_table, write_section  # noqa: E402
+
+RESULTS_TITLE = "# Results"
+RESULTS_INTRO = (
+    "Accuracy of the training recipes on this machine: the synthetic benchmark"
+    " (`python bench/synthetic_benchmark.py`) and the real Cityscapes frames (`python bench/real_frames.py`)."
+)
 
 ROWS = ("source_only", "target_only", "ct", "ct_dyce", "ct_dlg", "full")
 ROW_TITLES = {
@@ -197,7 +203,9 @@ def write_results(args: argparse.Namespace, meta: dict[str, Any]) -> str:
         format_machine(machine_info()),
         "",
     ])  # fmt: skip
-    args.results.write_text(text)
+    # one section of RESULTS.md (headings one level down), so the real-frames section stays
+    text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+    write_section(args.results, "synthetic", text, title=RESULTS_TITLE, intro=RESULTS_INTRO)
     return text
 
 
