@@ -165,7 +165,9 @@ def test_model_info_names_config_checkpoint_and_backend(
     http: httpx.Client, client: bentoml.SyncHTTPClient, predictor: Predictor
 ) -> None:
     info = ok(http.get("/model"), "application/json").json()
-    assert info["model"] == "semidavil-tiny" and info["random_weights"] is RANDOM_WEIGHTS
+    assert info["model"] == predictor.served.name and info["random_weights"] is RANDOM_WEIGHTS
+    assert info["metrics"] == json.loads(json.dumps(predictor.served.metrics))
+    assert info["trained_on"] == predictor.info()["trained_on"]
     assert info["model_config"] == json.loads(json.dumps(predictor.info()["model_config"]))
     assert re.fullmatch(r"[0-9a-f]{64}", info["checkpoint_sha256"])
     assert info["checkpoint_sha256"] == predictor.served.checkpoint_sha256
@@ -217,6 +219,40 @@ def test_label_png_of_cityscapes_scene_equals_in_process(
     assert label.shape == (1024, 2048) and label.dtype == np.uint8  # the scene's own size
     assert len(np.unique(label)) >= 2
     np.testing.assert_array_equal(label, scene_expected)
+
+
+def test_default_model_segments_a_real_val_frame_at_its_own_size(
+    http: httpx.Client, fixtures_dir: Path, predictor: Predictor
+) -> None:
+    """A real Cityscapes val frame (a 1024x512 JPEG): a label map of its size; the trained default
+    gets most of its labelled pixels right (its header says it was trained on real frames)."""
+    val = fixtures_dir / "real/cityscapes"
+    image = val / "leftImg8bit/val/frankfurt/frankfurt_000000_011810_leftImg8bit.jpg"
+    truth = decode_png(
+        (val / "gtFine/val/frankfurt/frankfurt_000000_011810_gtFine_labelTrainIds.png").read_bytes()
+    )
+    files = {"image": ("frame.jpg", image.read_bytes(), "image/jpeg")}
+    label = decode_png(
+        ok(http.post("/segment", files=files, data={"output": "label_png"}), "image/png").content
+    )
+    assert label.shape == truth.shape == (512, 1024)
+    trained_on = predictor.served.metrics.get("trained_on") or {}
+    if RANDOM_WEIGHTS or "real" not in trained_on.get("name", ""):
+        pytest.skip("the embedded default is not a real-frames model: accuracy not checked")
+    known = truth != 255
+    accuracy = float((label[known] == truth[known]).mean())
+    assert accuracy >= 0.7, f"pixel accuracy {accuracy:.1%} on a real val frame"
+    assert info_mentions_training(http)
+
+
+def info_mentions_training(http: httpx.Client) -> bool:
+    info = http.get("/model").json()
+    metrics = info["metrics"]
+    return (
+        bool(metrics["trained_on"]["images"]["labeled"])
+        and "mIoU" in info["trained_on"]
+        and bool(metrics["commit"])
+    )
 
 
 def test_json_from_client_and_http_equals_in_process(
