@@ -10,7 +10,7 @@ import torch
 
 from model import load_model
 from model.checkpoint import read_header
-from serving.loading import load_serving_model
+from serving.loading import load_serving_model, trained_on_line
 from tests.test_training import _run, tiny_config
 from tests.tiny_data import write_tiny_benchmark
 from training.publish import ROOT, PublishError, _strip_host_paths, publish
@@ -84,6 +84,9 @@ def test_header_says_what_the_model_was_trained_on(finished_run, tmp_path):
     assert metrics["benchmark"] == "the val"
     assert metrics["commit"] != "unknown" and len(metrics["commit"]) >= 12
     assert read_header(tmp_path / "out.safetensors")["metrics"]["trained_on"] == trained
+    # what the service's /model and the demo say about it, in one line
+    line = trained_on_line(load_serving_model(None, default_checkpoint=tmp_path / "out.safetensors"))
+    assert trained["summary"] in line and f"mIoU {metrics['miou']:.1f} on the val" in line
 
 
 def test_a_malformed_data_card_is_refused_by_name(finished_run, tmp_path):

@@ -270,7 +270,7 @@ def test_json_from_client_and_http_equals_in_process(
     assert body["palette"] == [list(c) for c in CITYSCAPES_PALETTE]
     assert body["caption"] == {"text": CAPTION, "source": "caller", "error": None}
     assert body["random_weights"] is RANDOM_WEIGHTS and body["backend"] == "eager-fp32"
-    assert body["model"] == "semidavil-tiny" and re.fullmatch(r"[0-9a-f]{64}", body["checkpoint_sha256"])
+    assert body["model"] == predictor.served.name and re.fullmatch(r"[0-9a-f]{64}", body["checkpoint_sha256"])
     assert sum(s["pixel_fraction"] for s in body["stats"]) == pytest.approx(1.0, abs=1e-6)
     assert all(0.0 <= s["mean_confidence"] <= 1.0 for s in body["stats"])
     assert {"decode", "forward", "postprocess", "total"} <= set(body["timings_ms"])

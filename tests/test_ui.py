@@ -125,6 +125,7 @@ def test_fixture_scene_outputs(fixture_result, fixture_image):
     for stage in ("decode", "forward", "postprocess", "total", "encode (UI)"):
         assert out.timings_ms[stage] >= 0.0
     assert "**predictor total" in out.info and "eager" in out.info and "random `semidavil-tiny`" in out.info
+    assert "**Trained on** random weights: not trained on anything" in out.info
     assert out.caption_source == "none"  # blank caption, no captioner configured
     assert "2048×1024 PNG" in out.status
 
