@@ -85,6 +85,12 @@ def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+def run_order(keys: list[str]) -> list[tuple[Row, int]]:
+    """(row, seed) in the order asked for: every row's first seed, then the further seeds."""
+    rows = [next(r for r in ROWS if r.key == key) for key in keys]
+    return [(r, r.seeds[0]) for r in rows] + [(r, s) for r in rows for s in r.seeds[1:]]
+
+
 def present_miou(report: dict[str, Any]) -> tuple[float, list[str]]:
     """mIoU (%) over the classes with ground-truth pixels in the val labels, and those classes."""
     matrix = np.asarray(report["confusion_matrix"], dtype=np.int64)
@@ -210,10 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     if not args.report_only:
-        for row in ROWS:
-            if row.key in args.rows:
-                for seed in row.seeds:
-                    run_row(row, seed, args)
+        for row, seed in run_order(args.rows):
+            run_row(row, seed, args)
     results = {row.key: load_runs(row, args.runs) for row in ROWS}
     print(write_report(args, results))
     best = best_run(results)

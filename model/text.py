@@ -114,15 +114,20 @@ class TextEmbedder:
         cached = self._classes.get(key)
         if cached is not None:
             return cached
-        flat = [p for group in key for p in group]
-        if not flat or any(not group for group in key):
-            raise ValueError("every class needs at least one prompt")
-        pooled = self.encoder.pooled(self._tokens(flat)).float()
-        sizes = [len(group) for group in key]
-        means = torch.stack([chunk.mean(0) for chunk in pooled.split(sizes)])
-        result = F.normalize(means, dim=-1)
+        result = self.embed_classes(key)
         self._classes.put(key, result)
         return result
+
+    def embed_classes(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+        """`class_embeddings` without the cache and with autograd: for training a text tower that
+        starts from random weights (its class embeddings change every step). [K, c] fp32."""
+        flat = [p for group in prompts for p in group]
+        if not flat or any(not group for group in prompts):
+            raise ValueError("every class needs at least one prompt")
+        pooled = self.encoder.pooled(self._tokens(flat)).float()
+        sizes = [len(group) for group in prompts]
+        means = torch.stack([chunk.mean(0) for chunk in pooled.split(sizes)])
+        return F.normalize(means, dim=-1)
 
     @torch.inference_mode()
     def caption_tokens(self, caption: str) -> torch.Tensor:

@@ -298,3 +298,34 @@ def test_torchrun_two_processes_gloo_keeps_replicas_in_sync(bench, tmp_path):
     start = create_model("semidavil-tiny")
     moved = [k for k, v in start.state_dict().items() if not torch.equal(v, weights[f"student.{k}"])]
     assert moved, "training under torchrun did not change the weights"
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full"])
+def test_text_tower_trains_only_when_asked(bench, tmp_path, mode):
+    """model.text_finetune=full: the text tower gets gradients and moves, the teacher's follows by
+    EMA, class embeddings are recomputed each step; frozen (the paper's rule): nothing changes."""
+    from training.config import load_config as lc
+    from training.distributed import DistInfo
+    from training.trainer import Trainer
+
+    cfg = lc(tiny_config(bench, tmp_path, **{"model.text_finetune": mode, "method.dyce": False}))
+    trainer = Trainer(cfg, tmp_path, DistInfo(), progress=False)
+    before = {k: v.clone() for k, v in trainer.student.text.state_dict().items()}
+    groups = {g["name"] for g in trainer.optimizer.param_groups}
+    assert ("text_no_decay" in groups) is (mode == "full")  # token_embedding is not decayed
+    batch = {k: next(v) for k, v in trainer._loaders(0, 1).items()}
+    for step in range(2):
+        loss, _ = trainer.step_loss(batch, step)
+        loss.backward()
+        trainer._optimizer_step(step)
+    moved = [k for k, v in trainer.student.text.state_dict().items() if not torch.equal(v, before[k])]
+    teacher_moved = [k for k, v in trainer.teacher.text.state_dict().items() if not torch.equal(v, before[k])]
+    if mode == "frozen":
+        assert moved == [] and teacher_moved == []
+        assert torch.equal(trainer.frozen_class_embeds(trainer.teacher), trainer.class_embeds)
+    else:
+        assert "token_embedding.weight" in moved and "text_projection" in moved
+        assert set(teacher_moved) == set(moved)
+        now = trainer.frozen_class_embeds(trainer.student)
+        assert not torch.allclose(now, trainer.class_embeds)  # recomputed, not the start-up cache
+        assert trainer.embedder.embed_classes(trainer.prompts).requires_grad

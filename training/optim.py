@@ -7,7 +7,17 @@ from typing import Any
 import torch
 from torch import nn
 
-NO_DECAY_HINTS = ("norm", "ln_", "bias", "positional_embedding", "class_embedding", "gamma")
+# token_embedding: a trained text tower sees a few dozen of its 49408 tokens; decaying the rest
+# would shrink every word the class prompts do not use
+NO_DECAY_HINTS = (
+    "norm",
+    "ln_",
+    "bias",
+    "positional_embedding",
+    "class_embedding",
+    "gamma",
+    "token_embedding",
+)
 
 
 def _group_of(name: str) -> str:
@@ -15,6 +25,8 @@ def _group_of(name: str) -> str:
         return "backbone"
     if name.startswith("seg.conv_skip."):
         return "conv_skip"
+    if name.startswith("text."):
+        return "text"  # only with model.text_finetune=full
     return "head"  # DLG + decoder
 
 

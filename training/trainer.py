@@ -61,6 +61,10 @@ def build_student(config: dict[str, Any]) -> SemiDAViL:
     if mc["init_checkpoint"]:
         init, _ = load_model(mc["init_checkpoint"])
         model.load_state_dict(init.state_dict(), strict=True)
+    if mc["text_finetune"] == "full":
+        model.text.requires_grad_(True)
+    elif mc["text_finetune"] != "frozen":
+        raise ValueError(f"model.text_finetune must be frozen or full, got {mc['text_finetune']!r}")
     return model
 
 
@@ -82,8 +86,16 @@ class Trainer:
         torch.manual_seed(config["seed"])  # identical initialisation on every rank
         self.student = build_student(config).to(self.device)
         self.teacher = make_teacher(self.student)
-        self.embedder = TextEmbedder(self.student.text)
-        self.class_embeds = self.embedder.class_embeddings(class_prompts_for(config))
+        # A text tower that trains changes every step: no cached caption features, and class
+        # embeddings recomputed (with autograd for the student, from the EMA tower for the teacher).
+        self.text_trains = config["model"]["text_finetune"] == "full"
+        if self.text_trains and info.enabled:
+            raise ValueError(
+                "model.text_finetune=full is not supported under DDP (the text tower is not wrapped)"
+            )
+        self.embedder = TextEmbedder(self.student.text, cache_size=0 if self.text_trains else 4096)
+        self.prompts = class_prompts_for(config)
+        self.class_embeds = self.embedder.class_embeddings(self.prompts)
         self.class_names = class_names_for(config)
         self.seg = (
             DistributedDataParallel(
@@ -158,13 +170,22 @@ class Trainer:
     def _tokens(self, captions: list[str], drop: list[bool]) -> list[torch.Tensor]:
         return [self.embedder.caption_tokens("" if d else c) for c, d in zip(captions, drop)]
 
+    def frozen_class_embeds(self, model: SemiDAViL) -> torch.Tensor:
+        """Class embeddings of `model`'s own text tower, without autograd: [K, c]."""
+        if not self.text_trains:
+            return self.class_embeds
+        with torch.no_grad():
+            return TextEmbedder(model.text, self.embedder.tokenizer, cache_size=0).embed_classes(self.prompts)
+
     # ----------------------------------------------------------------------------- losses
     def _pseudo_labels(self, unl: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher on the weak views: -> (pseudo labels [2B, h, w] long, confidence [2B, h, w])."""
         images = to_model_input(unl["image"].to(self.device))
         feats, mask = pad_token_features(self._tokens(unl["caption"], [False] * len(unl["caption"])))
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            probs = self.teacher(images, feats, mask, self.class_embeds).float().softmax(1)
+            probs = (
+                self.teacher(images, feats, mask, self.frozen_class_embeds(self.teacher)).float().softmax(1)
+            )
         conf, pseudo = probs.max(1)
         return pseudo, conf
 
@@ -227,7 +248,10 @@ class Trainer:
         x = to_model_input(torch.cat([i.to(self.device) for i in images]))
         feats, mask = pad_token_features(tokens)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.seg(x, feats, mask, self.class_embeds)
+            class_embeds = (
+                self.embedder.embed_classes(self.prompts) if self.text_trains else self.class_embeds
+            )
+            logits = self.seg(x, feats, mask, class_embeds)
         logs: dict[str, float] = {}
         loss = logits.new_zeros(())
         if n_sup:
@@ -359,9 +383,10 @@ class Trainer:
         report = None
         if self.info.is_main:
             model = self.eval_model()
+            embedder = TextEmbedder(model.text, self.embedder.tokenizer, cache_size=0)
             cm = evaluate(
-                model, self.embedder, self.class_embeds, build_val_dataset(self.cfg), self.cfg["eval"], self.amp,
-                self.progress,
+                model, embedder, self.frozen_class_embeds(model), build_val_dataset(self.cfg), self.cfg["eval"],
+                self.amp, self.progress,
             )  # fmt: skip
             report = write_report(cm, self.class_names, self.run_dir, tag)
             self.history.append({"step": step, "miou": report["miou"]})
