@@ -31,7 +31,11 @@ class SegmentationGraph(nn.Module):
         self.visual = visual
         self.conv_skip = build_conv_skip(cfg.conv_skip) if cfg.conv_skip else None
         c, d = cfg.embed_dim, visual.width
-        self.dlg = DenseLanguageGuidance(c, cfg.dlg.mode, cfg.dlg.heads, cfg.dlg.max_tokens)
+        # The DLG's initialisation draws from a forked RNG, so that for one seed every DLG mode
+        # ("off" included: no parameters) leaves the decoder with the same initial weights and
+        # an ablation's gap is not init noise.
+        with torch.random.fork_rng(devices=[]):
+            self.dlg = DenseLanguageGuidance(c, cfg.dlg.mode, cfg.dlg.heads, cfg.dlg.max_tokens)
         skip_in = [d] * len(cfg.skip_layers) + ([self.conv_skip.out_channels] if self.conv_skip else [])
         dc = cfg.decoder
         self.decoder = VLGDecoder(

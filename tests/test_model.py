@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from model import create_model, get_model_config, list_models
 from model.backbone import value_path
 from model.class_sets import get_class_set
-from model.config import DLGConfig, ModelConfig
+from model.config import DLG_MODES, DLGConfig, ModelConfig
 from model.dlg import DenseLanguageGuidance
 from model.text import TextEmbedder
 from tests.helpers import random_inputs
@@ -359,3 +359,16 @@ def test_decoder_chunks_cover_the_batch_in_eager_and_one_image_when_traced(tiny,
     assert [c.shape[0] for c in decoder._class_chunks(x, b, k)] == [b * 2] * 6
     monkeypatch.setattr(decoder_module, "_tracing", lambda: True)
     assert [c.shape[0] for c in decoder._class_chunks(x, b, k)] == [b * 8, b * 4]
+
+
+def test_dlg_modes_start_from_the_same_decoder_weights():
+    """For one seed, DLG on and off (every mode) give identical decoder and backbone initial weights."""
+    states = {}
+    for mode in DLG_MODES:
+        torch.manual_seed(7)
+        m = create_model(get_model_config("semidavil-tiny", dlg=DLGConfig(mode=mode)))
+        states[mode] = {k: v for k, v in m.state_dict().items() if not k.startswith("seg.dlg.")}
+    reference = states["off"]
+    for mode, state in states.items():
+        assert state.keys() == reference.keys()
+        assert all(torch.equal(state[k], reference[k]) for k in state), mode
