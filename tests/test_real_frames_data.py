@@ -143,13 +143,18 @@ def test_random_scale_then_crop(real_root: Path) -> None:
 
 def test_short_real_target_run_lowers_the_loss(real_root: Path, tmp_path: Path) -> None:
     """The real rows' config on the real frames (tiny crops, no source: CI has no synthetic data):
-    trainer steps on one fixed batch of real crops lower the supervised loss; CT runs on real frames."""
+    trainer steps on one fixed batch of real crops lower the supervised loss; CT runs on real frames.
+
+    On semidavil-tiny: semidavil-small with seed 0 sat at ln(19) for 80 steps here (its random
+    frozen text tower's class prompts are near copies; see the real-frames issue note), which is
+    a property of that init, not of this data path."""
     from training.config import load_config
     from training.distributed import DistInfo
     from training.trainer import Trainer
 
     overrides = [
         f"data.target.root={real_root}",
+        "model.name=semidavil-tiny",
         "data.target.resize=[128,256]",
         "data.crop=[64,64]",
         "data.batch.labeled=2",
@@ -173,5 +178,5 @@ def test_short_real_target_run_lowers_the_loss(real_root: Path, tmp_path: Path) 
         trainer._optimizer_step(step)
         losses.append(logs["sup"])
     assert logs["coverage"] > 0 and np.isfinite(logs["ct"])
-    # from ln(19) = 2.94 at random init; measured 2.2 after 40 steps (flat for the first ~25), 0.85x is a clear fall
+    # from ln(19) = 2.94 at random init; a clear fall (measured 0.54x after 40 steps)
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5]), losses

@@ -261,6 +261,7 @@ def test_json_from_client_and_http_equals_in_process(
     scene_path: Path,
     scene_png: bytes,
     scene_expected: np.ndarray,
+    predictor: Predictor,
 ) -> None:
     body = client.segment(image=scene_path, output="json", caption=CAPTION)
     assert isinstance(body, dict)  # the client decodes the JSON response
