@@ -355,3 +355,16 @@ def synthetic_inputs(
 def split_list(values: Sequence[str] | None) -> list[str]:
     """Command-line lists given as repeated and/or comma-separated values -> one flat list."""
     return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
+
+
+def training_command(config: str | Path, sets: Sequence[str]) -> list[str]:
+    """`python training/run.py --config <config> --set k=v ... --no-progress` for a benchmark row."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve().parents[1] / "training" / "run.py"),
+        "--config",
+        str(config),
+    ]
+    for item in sets:
+        cmd += ["--set", item]
+    return [*cmd, "--no-progress"]

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import format_machine, machine_info, markdown_table, write_section  # noqa: E402
+from bench.common import format_machine, machine_info, markdown_table, training_command, write_section  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
 BIG_FIVE = ("road", "building", "vegetation", "sky", "car")
@@ -72,16 +72,8 @@ def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
     """Train + evaluate one (row, seed) in a subprocess unless it is finished (resumes otherwise)."""
     if (args.runs / row.experiment(seed) / "eval_final.json").is_file():
         return
-    cmd = [
-        sys.executable, str(ROOT / "training" / "run.py"),
-        "--config", str(ROOT / "training" / "configs" / f"real_{row.key}.yaml"),
-        "--set", f"output_dir={args.runs}",
-        "--set", f"experiment={row.experiment(seed)}",
-        "--set", f"seed={seed}",
-        "--no-progress",
-    ]  # fmt: skip
-    for item in args.set:
-        cmd += ["--set", item]
+    sets = [f"output_dir={args.runs}", f"experiment={row.experiment(seed)}", f"seed={seed}", *args.set]
+    cmd = training_command(ROOT / "training" / "configs" / f"real_{row.key}.yaml", sets)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 

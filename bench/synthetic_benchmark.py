@@ -24,7 +24,7 @@ NOTES = ROOT / "bench" / "synthetic_benchmark_notes.md"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import format_machine, machine_info, markdown_table, write_section  # noqa: E402
+from bench.common import format_machine, machine_info, markdown_table, training_command, write_section  # noqa: E402
 
 RESULTS_TITLE = "# Results"
 RESULTS_INTRO = (
@@ -70,16 +70,12 @@ def run_row(row: str, args: argparse.Namespace) -> float:
     run_dir = args.runs / f"synthetic_{row}"
     if (run_dir / "eval_final.json").is_file() and not args.fresh:
         return 0.0
-    cmd = [
-        sys.executable, str(ROOT / "training" / "run.py"),
-        "--config", str(ROOT / "training" / "configs" / f"synthetic_{row}.yaml"),
-        "--set", f"output_dir={args.runs}",
-        "--set", f"data.source.root={args.data / 'source'}",
-        "--set", f"data.target.root={args.data / 'target'}",
-        "--no-progress",
-    ]  # fmt: skip
-    for item in args.set:
-        cmd += ["--set", item]
+    sets = [
+        f"output_dir={args.runs}",
+        f"data.source.root={args.data / 'source'}",
+        f"data.target.root={args.data / 'target'}",
+    ]
+    cmd = training_command(ROOT / "training" / "configs" / f"synthetic_{row}.yaml", [*sets, *args.set])
     if args.fresh:
         cmd.append("--fresh")
     start = time.perf_counter()

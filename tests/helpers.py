@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -19,3 +21,16 @@ def random_inputs(
     feats = feats * mask[..., None]
     class_embeds = F.normalize(torch.randn(num_classes, dim, generator=g), dim=-1)
     return images, feats, mask, class_embeds
+
+
+def fixed_batch_losses(trainer: Any, steps: int) -> tuple[list[float], dict[str, float]]:
+    """Trainer optimizer steps on one fixed batch: -> (supervised loss per step, last step's logs)."""
+    trainer.student.train()
+    batch = {k: next(v) for k, v in trainer._loaders(0, 1).items()}
+    losses, logs = [], {}
+    for step in range(steps):
+        loss, logs = trainer.step_loss(batch, step)
+        loss.backward()
+        trainer._optimizer_step(step)
+        losses.append(logs["sup"])
+    return losses, logs

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from model import create_model
+from tests.helpers import fixed_batch_losses
 from tests.tiny_data import write_tiny_benchmark
 from training.augment import apply_cutmix, cutmix_box, weak_augment
 from training.config import CONFIG_DIR, ConfigError, load_config
@@ -230,15 +231,7 @@ def test_short_run_lowers_the_loss(bench, tmp_path):
     overrides = {"optim.iters": 60, "method.caption_dropout": 0.0, "method.dyce": False}
     cfg = lc(tiny_config(bench, tmp_path, **overrides))
     trainer = Trainer(cfg, tmp_path, DistInfo(), progress=False)
-    trainer.student.train()
-    loaders = trainer._loaders(0, 1)
-    batch = {k: next(v) for k, v in loaders.items()}
-    losses = []
-    for step in range(60):
-        loss, logs = trainer.step_loss(batch, step)
-        loss.backward()
-        trainer._optimizer_step(step)
-        losses.append(logs["sup"])
+    losses, logs = fixed_batch_losses(trainer, 60)
     assert "ct" in logs and np.isfinite(logs["ct"])
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
