@@ -38,8 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Median/min/max milliseconds per stage over `repeats` predictions of the frame."""
+def measure(args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], str, tuple[int, int]]:
+    """Median/min/max milliseconds per stage over `repeats` predictions of the frame, with the
+    served model's name and working size."""
     from serving.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint, backend=args.backend, captioner="none")
@@ -48,23 +49,20 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         predictor.predict(data, caption="")
     runs = [predictor.predict(data, caption="").timings_ms for _ in range(args.repeats)]
     stages = [s for s in STAGES if s in runs[0]]
-    result = {s: summarize([r[s] for r in runs]) for s in stages}
-    result["_model"] = {"name": predictor.served.name, "size": list(predictor.working_size)}  # type: ignore[dict-item]
-    return result
+    return {s: summarize([r[s] for r in runs]) for s in stages}, predictor.served.name, predictor.working_size
 
 
 def main(argv: list[str] | None = None) -> int:
     import model  # noqa: F401  (offline env defaults)
 
     args = parse_args(argv)
-    result = measure(args)
-    info = result.pop("_model")
+    result, name, size = measure(args)
     rows = [[s, f"{v['median']:.1f}", f"{v['min']:.1f}-{v['max']:.1f}"] for s, v in result.items()]
     body = "\n".join([
         "## The served model on a real 2048x1024 photo",
         "",
-        f"`{info['name']}` ({'embedded default' if args.checkpoint is None else Path(args.checkpoint).name}),"
-        f" backend `{args.backend}`, working size {info['size'][0]}x{info['size'][1]}, frame `{args.frame.name}`,"
+        f"`{name}` ({'embedded default' if args.checkpoint is None else Path(args.checkpoint).name}),"
+        f" backend `{args.backend}`, working size {size[0]}x{size[1]}, frame `{args.frame.name}`,"
         f" {args.repeats} timed repeats after 3 warm-ups, in process, no caption.",
         "",
         f"Command: `python bench/default_latency.py --backend {args.backend} --repeats {args.repeats}`",

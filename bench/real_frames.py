@@ -31,8 +31,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import format_machine, machine_info, markdown_table, training_command, write_section  # noqa: E402
+from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE, _fmt, _mean  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
+NOTES = ROOT / "bench" / "real_frames_notes.md"
 BIG_FIVE = ("road", "building", "vegetation", "sky", "car")
 
 
@@ -108,15 +110,6 @@ def load_runs(row: Row, runs: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _mean(values: list[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(np.mean(kept)) if kept else None
-
-
-def _fmt(v: float | None, digits: int = 1) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
 def row_table(results: dict[str, list[dict[str, Any]]], classes: list[str]) -> str:
     header = ["row", "seeds", "mIoU (present classes)", "per seed", "mIoU (official)", "minutes", *classes]
     rows = []
@@ -184,13 +177,8 @@ def write_report(args: argparse.Namespace, results: dict[str, list[dict[str, Any
         "",
         format_machine(machine_info()),
     ])  # fmt: skip
-    from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE
-
     write_section(args.results, "real-frames", body, title=RESULTS_TITLE, intro=RESULTS_INTRO)
     return body
-
-
-NOTES = ROOT / "bench" / "real_frames_notes.md"
 
 
 def notes_lines() -> list[str]:

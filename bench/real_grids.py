@@ -18,20 +18,17 @@ import yaml
 from model import load_model
 from model.class_sets import CITYSCAPES_PALETTE, get_class_set
 from model.text import TextEmbedder
+from serving.encode import color_array
 from training.data import CityscapesDataset
 from training.data.io import read_image
 from training.evaluation.evaluate import predict_logits
 
 PANEL_WIDTH = 512
-IGNORE_COLOUR = (0, 0, 0)
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
     """uint8 (H, W) train ids (255 = ignore, black) -> uint8 (H, W, 3) Cityscapes colours."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(CITYSCAPES_PALETTE)] = np.asarray(CITYSCAPES_PALETTE, dtype=np.uint8)
-    palette[255] = IGNORE_COLOUR
-    return palette[labels]
+    return color_array(labels, CITYSCAPES_PALETTE)
 
 
 def _panel(image: np.ndarray, nearest: bool) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from training.data.build import build_source, build_target_train, has_extra_unlabeled
+from training.data.build import build_source, build_target_train, unlabeled_stream_names
 from training.data.splits import read_split
 
 CARD_KEYS = ("name", "source_domain", "target_domain", "val", "sources", "terms")
@@ -51,10 +51,8 @@ def stream_counts(config: dict[str, Any], run_dir: Path) -> dict[str, int]:
         if "labeled" in streams:
             counts["labeled"] = len(labeled)
         if "unlabeled" in streams:
-            if unlabeled or has_extra_unlabeled(config):
-                counts["unlabeled"] = len(build_target_train(config, unlabeled, labeled=False))
-            else:
-                counts["unlabeled"] = len(labeled)  # the trainer's rule for a fully labeled target
+            names = unlabeled_stream_names(config, labeled, unlabeled)
+            counts["unlabeled"] = len(build_target_train(config, names, labeled=False))
     return counts
 
 

@@ -32,9 +32,9 @@ from training.data.build import (
     build_val_dataset,
     class_names_for,
     class_prompts_for,
-    has_extra_unlabeled,
     stream_scale,
     target_split,
+    unlabeled_stream_names,
 )
 from training.data.splits import write_split
 from training.distributed import DistInfo, all_reduce_mean, barrier, replicas_in_sync
@@ -94,6 +94,11 @@ class Trainer:
                 "model.text_finetune=full is not supported under DDP (the text tower is not wrapped)"
             )
         self.embedder = TextEmbedder(self.student.text, cache_size=0 if self.text_trains else 4096)
+        self.teacher_embedder = (
+            TextEmbedder(self.teacher.text, self.embedder.tokenizer, cache_size=0)
+            if self.text_trains
+            else self.embedder
+        )
         self.prompts = class_prompts_for(config)
         self.class_embeds = self.embedder.class_embeddings(self.prompts)
         self.class_names = class_names_for(config)
@@ -121,8 +126,6 @@ class Trainer:
         labeled, unlabeled = target_split(cfg) if {"labeled", "unlabeled"} & set(streams) else ([], [])
         if self.info.is_main:
             write_split(self.run_dir / "split.json", labeled, unlabeled, seed=cfg["data"]["split_seed"])
-        if "unlabeled" in streams and not unlabeled and not has_extra_unlabeled(cfg):
-            unlabeled = labeled  # fully labeled target (2975 row): consistency on the labeled images
         source_scale, target_scale = stream_scale(cfg["data"]["source"]), stream_scale(cfg["data"]["target"])
         out: dict[str, TrainStream] = {}
         if "source" in streams:
@@ -133,7 +136,7 @@ class Trainer:
             dataset = build_target_train(cfg, labeled, True)
             out["labeled"] = TrainStream(dataset, "labeled", crop, aug, seed, target_scale)
         if "unlabeled" in streams:
-            dataset = build_target_train(cfg, unlabeled, False)
+            dataset = build_target_train(cfg, unlabeled_stream_names(cfg, labeled, unlabeled), False)
             out["unlabeled"] = TrainStream(dataset, "unlabeled", crop, aug, seed, target_scale)
         return out
 
@@ -170,12 +173,16 @@ class Trainer:
     def _tokens(self, captions: list[str], drop: list[bool]) -> list[torch.Tensor]:
         return [self.embedder.caption_tokens("" if d else c) for c, d in zip(captions, drop)]
 
+    def embedder_of(self, model: SemiDAViL) -> TextEmbedder:
+        """The text embedder of the student or the teacher (one and the same while the tower is frozen)."""
+        return self.embedder if model is self.student else self.teacher_embedder
+
     def frozen_class_embeds(self, model: SemiDAViL) -> torch.Tensor:
         """Class embeddings of `model`'s own text tower, without autograd: [K, c]."""
         if not self.text_trains:
             return self.class_embeds
         with torch.no_grad():
-            return TextEmbedder(model.text, self.embedder.tokenizer, cache_size=0).embed_classes(self.prompts)
+            return self.embedder_of(model).embed_classes(self.prompts)
 
     # ----------------------------------------------------------------------------- losses
     def _pseudo_labels(self, unl: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -383,9 +390,8 @@ class Trainer:
         report = None
         if self.info.is_main:
             model = self.eval_model()
-            embedder = TextEmbedder(model.text, self.embedder.tokenizer, cache_size=0)
             cm = evaluate(
-                model, embedder, self.frozen_class_embeds(model), build_val_dataset(self.cfg), self.cfg["eval"],
+                model, self.embedder_of(model), self.frozen_class_embeds(model), build_val_dataset(self.cfg), self.cfg["eval"],
                 self.amp, self.progress,
             )  # fmt: skip
             report = write_report(cm, self.class_names, self.run_dir, tag)

@@ -99,9 +99,15 @@ def build_target_train(config: dict[str, Any], names: list[str], labeled: bool) 
     )
 
 
-def has_extra_unlabeled(config: dict[str, Any]) -> bool:
-    """True when the target block names more unlabeled image folders (`unlabeled_dirs`)."""
-    return bool(config["data"]["target"].get("unlabeled_dirs"))
+def unlabeled_stream_names(config: dict[str, Any], labeled: list[str], unlabeled: list[str]) -> list[str]:
+    """Names of the unlabeled stream's split frames (`build_target_train` adds `unlabeled_dirs`).
+
+    A fully labeled target (the 2975 row) with no other unlabeled folders runs consistency on its
+    labeled frames; otherwise the split's unlabeled side.
+    """
+    if unlabeled or config["data"]["target"].get("unlabeled_dirs"):
+        return unlabeled
+    return labeled
 
 
 def build_val_dataset(config: dict[str, Any]) -> CityscapesDataset:

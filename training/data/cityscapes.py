@@ -3,9 +3,10 @@
 Layout: `<root>/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png` (or `.jpg`) and
 `<root>/gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`; the sample name is `<stem>`
 (e.g. `aachen_000000_000019`). Unlabeled frames may also come from the other image folders of the
-official layout (`leftImg8bit_sequence`, `leftImg8bit_unlabeled`, ...: `image_dirs`). Frames may have
-any size; a label must have its image's size (checked from the file headers when the dataset is
-built, so a wrong file is named before training starts). Label ids become train ids via `model.class_sets.label_id_lut`;
+official layout (`leftImg8bit_sequence`, `leftImg8bit_unlabeled`, ...: `extra_dirs`). Frames may
+have any size; a label must have its image's size (checked from the file headers when the dataset
+is built, so a wrong file is named before training starts). Label ids become train ids via
+`model.class_sets.label_id_lut`;
 with `num_classes=16` (SYNTHIA protocol) they become 16-class indices, terrain/truck/train -> 255.
 """
 
@@ -21,7 +22,6 @@ from training.data.errors import DatasetError
 from training.data.labels import cityscapes_label_lut
 
 IMAGE_SUFFIXES = ("_leftImg8bit.png", "_leftImg8bit.jpg")
-IMAGE_SUFFIX = IMAGE_SUFFIXES[0]
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 SPLITS = ("train", "val")
 LABELED_DIR = "leftImg8bit"
@@ -80,9 +80,10 @@ def discover_cityscapes(root: Path, split: str, labeled: bool = True) -> list[Sa
     Raises DatasetError for a missing root/split folder, no images, an image without its label,
     a label whose size is not its image's, and (when labeled) a labelIds file without its image.
     """
-    images = [s.image for s in discover_images(root, split)]
+    unlabeled = discover_images(root, split)
     if not labeled:
-        return [SampleFiles(sample_name(p), p, None) for p in images]
+        return unlabeled
+    images = [s.image for s in unlabeled]
     label_dir = require_dir(root / "gtFine" / split, "Cityscapes label")
     samples = []
     for image in images:
