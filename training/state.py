@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 from torch import nn
 
 from model.checkpoint import standard_layout
@@ -74,14 +74,20 @@ def save_state(
 
 
 def read_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """-> (header, tensors); StateError for a missing, truncated or foreign file."""
+    """-> (header, tensors); StateError for a missing, truncated or foreign file.
+
+    The file is read in one open: safe_open opens the path more than once, so a reader that
+    races a save's rename (a progress poller, publish during training) could pair one file's
+    header with the other's data and see a "truncated" file that is not.
+    """
     path = Path(path)
     if not path.is_file():
         raise StateError(f"{path}: training state not found")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        data = path.read_bytes()
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise StateError(f"{path}: unreadable training state (truncated or corrupt): {err}") from err
     if STATE_KEY not in meta:
