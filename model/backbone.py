@@ -58,16 +58,35 @@ def value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return v + block.ls_2(block.mlp(block.ln_2(v)))
 
 
+def clear_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """ClearCLIP's last-block path: the value projection alone, O(V(LN1 x)), with neither the
+    residual nor the FFN (Lan et al., ECCV 2024: both carry the global, not the local, signal).
+    Per token. [B, N, D]."""
+    attn = block.attn
+    d = x.shape[-1]
+    v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * d :], attn.in_proj_bias[2 * d :])
+    return F.linear(v, attn.out_proj.weight, attn.out_proj.bias)
+
+
+DENSE_PATHS = {"maskclip": value_path, "clearclip": clear_path}
+
+
 class DenseClipVisual(nn.Module):
     """CLIP ViT returning dense joint-space features and value-path skip features.
 
     forward(images [B, 3, H, W], CLIP-normalised, H and W multiples of the patch size) ->
     (dense [B, c, H/p, W/p] L2-normalised over c, skips: list of [B, D, H/p, W/p], one per
     `skip_layers` entry, in that order).
+
+    `dense_path` picks the last block's per-token path: "maskclip" (the method's value path, what
+    the segmentation model trains on) or "clearclip" (`clear_path`, for zero-shot use).
     """
 
-    def __init__(self, visual: nn.Module, skip_layers: tuple[int, ...]) -> None:
+    def __init__(self, visual: nn.Module, skip_layers: tuple[int, ...], dense_path: str = "maskclip") -> None:
         super().__init__()
+        if dense_path not in DENSE_PATHS:
+            raise ValueError(f"dense_path must be one of {sorted(DENSE_PATHS)}, got {dense_path!r}")
+        self.dense_path = dense_path
         self.conv1 = visual.conv1
         self.class_embedding = visual.class_embedding
         self.positional_embedding = visual.positional_embedding
@@ -108,7 +127,7 @@ class DenseClipVisual(nn.Module):
             if i == last:
                 break
             x = block_forward(block, x)
-        dense = value_path(self.blocks[last], x[:, 1:])
+        dense = DENSE_PATHS[self.dense_path](self.blocks[last], x[:, 1:])
         dense = self.ln_post(dense) @ self.proj
         dense = F.normalize(dense, dim=-1)
         # [B, h*w, C] -> [B, C, h, w] as a channels-last view (no copy; the decoder runs NHWC)

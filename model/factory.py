@@ -85,8 +85,31 @@ def load_clip_weights(clip: nn.Module, cfg: ModelConfig, pretrained: str) -> Non
     clip.visual.load_state_dict(visual_state)  # "w/o VLP": visual tower not from CLIP
 
 
+def load_visual_weights(clip: nn.Module, path: str | Path) -> None:
+    """Load only the visual tower (`visual.*` keys, strict) from an open_clip weights file.
+
+    For "w/o VLP" rows whose visual tower comes from a vision-only pre-training (e.g.
+    `python -m training.pretrain --objective vision`) while the text tower comes from CLIP.
+    The positional embedding is resized to the working grid as open_clip does.
+    """
+    from open_clip.factory import load_state_dict
+    from open_clip.model import resize_pos_embed
+
+    if not os.path.exists(path):
+        raise PretrainedWeightsUnavailable(f"visual weights file not found: {path}")
+    state = load_state_dict(str(path))
+    resize_pos_embed(state, clip)
+    visual = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
+    if not visual:
+        raise RuntimeError(f"{path}: no visual.* weights in this file (not an open_clip CLIP state dict)")
+    clip.visual.load_state_dict(visual, strict=True)
+
+
 def create_model(
-    name: str | ModelConfig, pretrained: str | Path | None = None, finetune: str | None = None
+    name: str | ModelConfig,
+    pretrained: str | Path | None = None,
+    finetune: str | None = None,
+    visual_pretrained: str | Path | None = None,
 ) -> SemiDAViL:
     """Build a SemiDAViL model.
 
@@ -95,11 +118,19 @@ def create_model(
         (.bin/.pt/.safetensors, open_clip or OpenAI layout). SemiDAViL checkpoints are loaded with
         `model.checkpoint.load_model` instead.
     finetune: override the config's ViT fine-tuning rule ("spatial", "full", "frozen").
+    visual_pretrained: with `vlp=False` only, a weights file whose visual tower replaces the
+        random one (a vision-only pre-training: the "w/o VLP" rows' ImageNet-style encoder).
     """
     cfg = name if isinstance(name, ModelConfig) else get_model_config(name)
     clip = build_clip(cfg)
     if pretrained is not None:
         load_clip_weights(clip, cfg, str(pretrained))
+    if visual_pretrained is not None:
+        if cfg.vlp:
+            raise ValueError(
+                "visual_pretrained is for vlp=False models (w/o VLP); with VLP the visual tower is CLIP's"
+            )
+        load_visual_weights(clip, visual_pretrained)
     visual = DenseClipVisual(clip.visual, cfg.skip_layers)
     model = SemiDAViL(cfg, SegmentationGraph(visual, cfg), ClipTextEncoder(clip))
     set_finetune(model.seg.visual, finetune or (cfg.finetune if cfg.vlp else "full"))

@@ -118,6 +118,7 @@ def prediction_json(pred: Prediction, include_label_png: bool = True) -> dict[st
         "model": pred.model_name,
         "checkpoint_sha256": pred.checkpoint_sha256,
         "random_weights": pred.random_weights,
+        "zero_shot": pred.zero_shot,
         "backend": pred.backend,
         "precision": pred.precision,
         "backend_note": pred.backend_note,
@@ -134,10 +135,12 @@ def prediction_response(pred: Prediction, output: str, alpha: float) -> Response
         "X-Caption-Source": pred.caption.source,
         "X-Backend": pred.backend,
         "X-Random-Weights": str(pred.random_weights).lower(),
+        "X-Zero-Shot": str(pred.zero_shot).lower(),
         "X-Classes": json.dumps(list(pred.class_names)),
     }
     if output == "json":
-        return JSONResponse(prediction_json(pred), headers={"X-Random-Weights": headers["X-Random-Weights"]})
+        flags = {k: headers[k] for k in ("X-Random-Weights", "X-Zero-Shot")}
+        return JSONResponse(prediction_json(pred), headers=flags)
     if output == "label_png":
         data = label_png(pred.label_map)
     elif output == "labelid_png":

@@ -1,6 +1,8 @@
 """Which model the service runs: a checkpoint, the embedded default, or random tiny weights.
 
-`load_serving_model(path)` -> `ServingModel`. With no path it uses the embedded default checkpoint
+`load_serving_model(path)` -> `ServingModel`. A CLIP weights file (both towers, no decoder: the
+mini-VLP's `clip.safetensors`) is served as dense zero-shot segmentation, flagged `zero_shot`.
+With no path it uses the embedded default checkpoint
 (`serving/default_checkpoint.safetensors`, shipped in the Bento); if that file does not exist it
 builds `semidavil-tiny` with random weights (seed 0) and flags `random_weights`, which every
 response then reports, so nobody mistakes its output for a trained model's.
@@ -19,6 +21,7 @@ from model.checkpoint import load_model, model_tensors, tensors_digest
 from model.class_sets import CLASS_SETS, ClassSet, custom_class_set
 from model.factory import create_model
 from model.segmentor import SemiDAViL
+from model.zero_shot import is_clip_weights, zero_shot_model
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default_checkpoint.safetensors"
 RANDOM_MODEL = "semidavil-tiny"
@@ -38,6 +41,7 @@ class ServingModel:
     checkpoint_sha256: str
     random_weights: bool
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    zero_shot: bool = False  # CLIP towers only: MaskCLIP dense zero-shot, no trained decoder
 
     @property
     def name(self) -> str:
@@ -54,6 +58,9 @@ def trained_on_line(served: ServingModel) -> str:
     """One line for people: what the checkpoint was trained on and its evaluation mIoU."""
     if served.random_weights:
         return "random weights: not trained on anything"
+    if served.zero_shot:
+        name = served.checkpoint_path.name if served.checkpoint_path else "CLIP weights"
+        return f"zero-shot: CLIP towers of {name} only, no segmentation training (MaskCLIP dense features x class prompts)"
     m = served.metrics
     trained = m.get("trained_on") or {}
     what = (
@@ -85,9 +92,20 @@ def load_serving_model(
         digest = tensors_digest(model_tensors(model))
         header = {"model_config": model.config.to_dict(), "class_names": list(CLASS_SETS["cityscapes"].names)}
         return ServingModel(model, header, None, digest, True, CLASS_SETS["cityscapes"].names)
+    if is_clip_weights(path):
+        return zero_shot_serving_model(Path(path))
     model, header = load_model(path)
     names = tuple(header.get("class_names") or CLASS_SETS["cityscapes"].names)
     return ServingModel(model, header, Path(path), str(header["tensors_sha256"]), False, names)
+
+
+def zero_shot_serving_model(path: Path) -> ServingModel:
+    """Serve a CLIP weights file (towers, no decoder) as dense zero-shot segmentation."""
+    model = zero_shot_model(path)
+    names = CLASS_SETS["cityscapes"].names
+    header = {"model_config": model.config.to_dict(), "class_names": list(names), "zero_shot": True}
+    digest = tensors_digest(model_tensors(model))
+    return ServingModel(model, header, path, digest, False, names, zero_shot=True)
 
 
 def resolve_checkpoint_path(
@@ -109,7 +127,7 @@ def verify_checkpoint(
     message names the file and the problem, for a missing, truncated, corrupt or mismatched file.
     """
     resolved = resolve_checkpoint_path(path, default_checkpoint)
-    if resolved is not None:
+    if resolved is not None and not is_clip_weights(resolved):
         load_model(resolved)
     return resolved
 

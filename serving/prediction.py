@@ -72,6 +72,7 @@ class Prediction:
     working_size: tuple[int, int]
     batch_size: int = 1
     backend_note: str | None = None
+    zero_shot: bool = False
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -194,6 +194,11 @@ class Predictor:
     def random_weights(self) -> bool:
         return self.served.random_weights
 
+    @property
+    def zero_shot(self) -> bool:
+        """True when serving CLIP towers only (dense zero-shot, no trained decoder)."""
+        return self.served.zero_shot
+
     def predict(
         self,
         image: ImageInput,
@@ -294,6 +299,7 @@ class Predictor:
             "checkpoint": str(self.served.checkpoint_path) if self.served.checkpoint_path else None,
             "checkpoint_sha256": self.served.checkpoint_sha256,
             "random_weights": self.random_weights,
+            "zero_shot": self.zero_shot,
             "metrics": self.served.metrics,
             "trained_on": trained_on_line(self.served),
             "classes": list(self.default_class_set.names),
@@ -474,4 +480,5 @@ class Predictor:
             working_size=self.working_size,
             batch_size=batch_size,
             backend_note=note,
+            zero_shot=self.zero_shot,
         )

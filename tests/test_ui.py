@@ -217,9 +217,20 @@ def test_banner_warns_about_random_weights(predictor):
 
     class Trained:
         random_weights = False
+        zero_shot = False
 
     assert banner_html(Trained()) == ""
     assert "loading" in banner_html(None)
+
+
+def test_banner_says_zero_shot(predictor):
+    class ZeroShot:
+        random_weights = False
+        zero_shot = True
+        served = predictor.served
+
+    banner = banner_html(ZeroShot())
+    assert "Zero-shot" in banner and "no trained" in banner and 'role="alert"' in banner
 
 
 def test_examples_are_generated_scenes(predictor, tmp_path):

@@ -55,6 +55,24 @@ def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path
             os.unlink(tmp)
 
 
+def save_modules(
+    path: str | Path,
+    step: int,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    header: dict[str, Any],
+) -> None:
+    """Write `modules` (tensor names prefixed with their key), the optimizer and a JSON header
+    (`header` plus `step` and the optimizer's param groups) atomically."""
+    tensors = {
+        f"{name}.{k}": standard_layout(v) for name, m in modules.items() for k, v in m.state_dict().items()
+    }
+    optim_tensors, groups = _optimizer_tensors(optimizer)
+    tensors.update(optim_tensors)
+    full = {**header, "step": step, "param_groups": groups}
+    atomic_save(tensors, {STATE_KEY: json.dumps(full)}, Path(path))
+
+
 def save_state(
     path: str | Path,
     step: int,
@@ -65,12 +83,8 @@ def save_state(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write the state after `step` completed optimizer steps."""
-    tensors = {f"student.{k}": standard_layout(v) for k, v in student.state_dict().items()}
-    tensors.update({f"teacher.{k}": standard_layout(v) for k, v in teacher.state_dict().items()})
-    optim_tensors, groups = _optimizer_tensors(optimizer)
-    tensors.update(optim_tensors)
-    header = {"step": step, "config": config, "param_groups": groups, "extra": extra or {}}
-    atomic_save(tensors, {STATE_KEY: json.dumps(header)}, Path(path))
+    header = {"config": config, "extra": extra or {}}
+    save_modules(path, step, {"student": student, "teacher": teacher}, optimizer, header)
 
 
 def read_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -99,17 +113,24 @@ def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_state(
-    path: str | Path, student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer
+def load_modules(
+    path: str | Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
-    """Restore models and optimizer in place; returns the header (with `step`)."""
+    """Restore what `save_modules` wrote, in place (strict keys); returns the header (with `step`)."""
     header, tensors = read_state(path)
-    device = next(student.parameters()).device
-    student.load_state_dict(_sub(tensors, "student."), strict=True)
-    teacher.load_state_dict(_sub(tensors, "teacher."), strict=True)
+    device = next(next(iter(modules.values())).parameters()).device
+    for name, module in modules.items():
+        module.load_state_dict(_sub(tensors, f"{name}."), strict=True)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in _sub(tensors, "optim.").items():
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = value if name == "step" else value.to(device)
     optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
     return header
+
+
+def load_state(
+    path: str | Path, student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore models and optimizer in place; returns the header (with `step`)."""
+    return load_modules(path, {"student": student, "teacher": teacher}, optimizer)

@@ -57,7 +57,12 @@ def build_student(config: dict[str, Any]) -> SemiDAViL:
     cfg = get_model_config(
         mc["name"], dlg=DLGConfig(mc["dlg"], base.dlg.heads, base.dlg.max_tokens), vlp=mc["vlp"]
     )
-    model = create_model(cfg, pretrained=mc["pretrained"], finetune=mc["finetune"] if mc["vlp"] else "full")
+    model = create_model(
+        cfg,
+        pretrained=mc["pretrained"],
+        finetune=mc["finetune"] if mc["vlp"] else "full",
+        visual_pretrained=mc["visual_pretrained"],
+    )
     if mc["init_checkpoint"]:
         init, _ = load_model(mc["init_checkpoint"])
         model.load_state_dict(init.state_dict(), strict=True)

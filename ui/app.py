@@ -150,9 +150,15 @@ def legend_html(class_set: ClassSet, indices: Sequence[int]) -> str:
 
 
 def banner_html(predictor: Predictor | None) -> str:
-    """A visible warning when the predictor serves random weights (no trained checkpoint); else ''."""
+    """A visible warning for random weights (no trained checkpoint) or zero-shot towers; else an empty string."""
     if predictor is None:
         return _banner("The model is still loading; segmentation will be available in a moment.")
+    if predictor.zero_shot:
+        return _banner(
+            f"Zero-shot mode: <code>{html.escape(predictor.served.name)}</code> CLIP towers only, no trained "
+            "segmentation decoder. Labels come from class prompts scored against dense CLIP features "
+            "(MaskCLIP), far coarser than a trained model's."
+        )
     if not predictor.random_weights:
         return ""
     return _banner(

@@ -20,7 +20,9 @@ from training.synthetic.raster import Detail, Raster
 from training.synthetic.structures import C
 
 RGB = tuple[int, int, int]
-DOMAINS: tuple[str, ...] = ("source", "target")
+# "web" is the third look of the mini vision-language pre-training corpus (training.pretrain):
+# appended last so that the codes of "source" and "target" (and their pixels) do not change.
+DOMAINS: tuple[str, ...] = ("source", "target", "web")
 
 VEHICLES = frozenset({C["car"], C["truck"], C["bus"], C["train"], C["motorcycle"], C["bicycle"]})
 PEOPLE = frozenset({C["person"], C["rider"]})
@@ -104,7 +106,38 @@ TARGET = Look(
     jitter=14.0,
 )  # fmt: skip
 
-LOOKS: dict[str, Look] = {"source": SOURCE, "target": TARGET}
+
+def _blend(a: RGB, b: RGB) -> RGB:
+    return (round((a[0] + b[0]) / 2), round((a[1] + b[1]) / 2), round((a[2] + b[2]) / 2))
+
+
+def _web_look() -> Look:
+    """A third look, neither game nor this camera: every palette is the union of both domains'
+    palettes plus their blends, with wider jitter, painted through the camera pipeline. It stands
+    in for the variety of web photos a CLIP model is pre-trained on."""
+
+    def union(a: tuple[RGB, ...], b: tuple[RGB, ...]) -> tuple[RGB, ...]:
+        return a + b + tuple(_blend(x, y) for x, y in zip(a, b, strict=False))
+
+    return Look(
+        name="web",
+        classes={k: union(SOURCE.classes[k], TARGET.classes[k]) for k in SOURCE.classes},
+        details={k: union(SOURCE.details[k], TARGET.details[k]) for k in SOURCE.details},
+        vehicles=union(SOURCE.vehicles, TARGET.vehicles),
+        clothes=union(SOURCE.clothes, TARGET.clothes),
+        trousers=union(SOURCE.trousers, TARGET.trousers),
+        signs=union(SOURCE.signs, TARGET.signs),
+        sky={w: (_blend(SOURCE.sky[w][0], TARGET.sky[w][0]), TARGET.sky[w][1]) for w in TARGET.sky},
+        tint={
+            w: tuple((x + y) / 2 for x, y in zip(SOURCE.tint[w], TARGET.tint[w], strict=True))
+            for w in TARGET.tint
+        },  # type: ignore[misc]
+        jitter=22.0,
+    )
+
+
+WEB = _web_look()
+LOOKS: dict[str, Look] = {"source": SOURCE, "target": TARGET, "web": WEB}
 
 
 def _pick(rng: np.random.Generator, palette: tuple[RGB, ...], jitter: float) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""Gates of pre-trained CLIP towers: what they must show before the segmentation rows use them.
+
+- `prompt_cosine`: mean and max off-diagonal cosine of the class-prompt embeddings (the decoder's
+  class queries); a random text tower gives ~0.9, so classes are not told apart.
+- `retrieval`: caption -> image R@1 on held-out pairs, against chance 1/N.
+- `zero_shot_miou`: dense zero-shot segmentation through the MaskCLIP value path
+  (`model.zero_shot.ZeroShotGraph`: class-prompt embeddings x dense features, no segmentation
+  training) on a labelled set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.backbone import DenseClipVisual
+from model.preprocess import numpy_to_model_input
+from model.text import ClipTextEncoder, TextEmbedder
+from model.zero_shot import DEFAULT_DENSE_PATH, ZeroShotGraph
+from training.evaluation.metrics import ConfusionMatrix
+
+
+def class_embeddings(clip: nn.Module, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+    """Concept-averaged class embeddings of an open_clip CLIP, as the model computes them: [K, c].
+
+    ClipTextEncoder freezes the tower it wraps (weights are shared), so the flags are restored:
+    the gates run in the middle of a pre-training.
+    """
+    flags = {name: p.requires_grad for name, p in clip.named_parameters()}
+    encoder = ClipTextEncoder(clip)
+    for name, p in clip.named_parameters():
+        p.requires_grad_(flags[name])
+    with torch.inference_mode():
+        return TextEmbedder(encoder).embed_classes(prompts)
+
+
+def prompt_cosine(class_embeds: torch.Tensor) -> dict[str, float]:
+    """Mean and max off-diagonal cosine of L2-normalised class embeddings [K, c]."""
+    sim = class_embeds @ class_embeds.T
+    off = sim[~torch.eye(sim.shape[0], dtype=torch.bool)]
+    return {"mean": float(off.mean()), "max": float(off.max())}
+
+
+@torch.inference_mode()
+def retrieval(
+    clip: nn.Module, images: torch.Tensor, tokens: torch.Tensor, batch: int = 256
+) -> dict[str, float]:
+    """Caption -> image retrieval over N held-out pairs (pair i's caption should find image i).
+
+    images: [N, 3, S, S] CLIP-normalised; tokens: [N, T] ids. -> {"r1", "r5", "chance", "n"}.
+    """
+    img = torch.cat(
+        [clip.encode_image(images[i : i + batch], normalize=True) for i in range(0, len(images), batch)]
+    )
+    txt = torch.cat(
+        [clip.encode_text(tokens[i : i + batch], normalize=True) for i in range(0, len(tokens), batch)]
+    )
+    ranks = (txt @ img.T).argsort(dim=1, descending=True)
+    target = torch.arange(len(images)).unsqueeze(1)
+    return {
+        "r1": float((ranks[:, :1] == target).any(1).float().mean()),
+        "r5": float((ranks[:, :5] == target).any(1).float().mean()),
+        "chance": 1.0 / len(images),
+        "n": len(images),
+    }
+
+
+@torch.inference_mode()
+def zero_shot_logits(
+    graph: ZeroShotGraph, class_embeds: torch.Tensor, image: np.ndarray, size: tuple[int, int]
+) -> torch.Tensor:
+    """Dense zero-shot logits [K, H, W] at the image's own size for one uint8 HxWx3 image, run at
+    `size` (multiples of the patch size) and upsampled bilinearly."""
+    x = F.interpolate(numpy_to_model_input([image]), size=size, mode="bilinear", align_corners=False)
+    no_caption = torch.zeros(1, 1, class_embeds.shape[1]), torch.zeros(1, 1, dtype=torch.bool)
+    logits = graph(x, *no_caption, class_embeds)
+    return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+
+
+def zero_shot_miou(
+    clip: nn.Module,
+    class_embeds: torch.Tensor,
+    examples: Iterable[dict],
+    size: tuple[int, int],
+    dense_path: str = DEFAULT_DENSE_PATH,
+) -> dict[str, object]:
+    """Dense zero-shot mIoU (%) of `clip` over examples with "image" and "label" (train ids,
+    255 = ignore): -> {"miou", "pixel_acc" (%), "iou": per class % or None where never seen}."""
+    graph = ZeroShotGraph(DenseClipVisual(clip.visual, ()), dense_path=dense_path).eval()
+    cm = ConfusionMatrix(class_embeds.shape[0])
+    for ex in examples:
+        pred = zero_shot_logits(graph, class_embeds, ex["image"], size).argmax(0).numpy()
+        cm.update(pred, ex["label"])
+    acc = 100.0 * np.trace(cm.matrix) / max(int(cm.matrix.sum()), 1)
+    iou = [None if np.isnan(v) else round(100.0 * float(v), 2) for v in cm.iou()]
+    return {"miou": cm.miou(), "pixel_acc": float(acc), "iou": iou}
