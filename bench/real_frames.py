@@ -79,6 +79,17 @@ def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+VLP_RUN = ROOT / "runs" / "vlp-small"
+
+
+def ensure_towers(out: Path = VLP_RUN) -> None:
+    """The rows' pre-trained towers (model.pretrained in real_base.yaml): run the mini-VLP once."""
+    if (out / "clip.safetensors").is_file():
+        return
+    cmd = [sys.executable, "-m", "training.pretrain", "--model", "semidavil-small", "--out", str(out)]
+    subprocess.run([*cmd, "--val-size", "256", "512"], check=True, cwd=ROOT)
+
+
 def run_order(keys: list[str]) -> list[tuple[Row, int]]:
     """(row, seed) in the order asked for: every row's first seed, then the further seeds."""
     rows = [next(r for r in ROWS if r.key == key) for key in keys]
@@ -196,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     if not args.report_only:
+        ensure_towers()
         for row, seed in run_order(args.rows):
             run_row(row, seed, args)
     results = {row.key: load_runs(row, args.runs) for row in ROWS}

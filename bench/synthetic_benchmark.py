@@ -1,21 +1,25 @@
-"""Run the synthetic driving-scene benchmark end to end and write RESULTS.md.
+"""Table 3 in miniature on the synthetic benchmark: every ablation row, 3 seeds, RESULTS.md + JSON.
 
-    python bench/synthetic_benchmark.py                 # generate data if needed, run every row
-    python bench/synthetic_benchmark.py --rows full source_only --set optim.iters=300
+    python bench/synthetic_benchmark.py                 # data, pre-trained towers, every row x seed
+    python bench/synthetic_benchmark.py --rows full ct --seeds 0 --set optim.iters=300
+    python bench/synthetic_benchmark.py --report-only   # rebuild the reports from finished runs
 
-Each row is `training/run.py --config training/configs/synthetic_<row>.yaml` (the same trainer as
-the paper rows); runs resume if interrupted. RESULTS.md gets per-class IoU, mIoU, the mean IoU of
-the five rarest classes (by target-train pixel share), wall time per row, the targets of the
-training issue with PASS/FAIL, and the machine.
+Each (row, seed) is `training/run.py --config training/configs/synthetic_<row>.yaml --set seed=S`
+in `runs/synthetic/synthetic_<row>_s<S>` (resumes when interrupted, reused when finished). The VLP
+rows load the mini-VLP towers (`runs/vlp-tiny`), the "w/o VLP" rows a vision-only visual tower
+(`runs/vision-tiny`) beside the same text tower; both are pre-trained first when missing
+(`python -m training.pretrain`). Reports: the `synthetic` section of RESULTS.md (mean +- sd over
+seeds, rare-5 mIoU, paired differences with the issue's targets) and `results/synthetic.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +35,50 @@ RESULTS_INTRO = (
     "Accuracy of the training recipes on this machine: the synthetic benchmark"
     " (`python bench/synthetic_benchmark.py`) and the real Cityscapes frames (`python bench/real_frames.py`)."
 )
+SEEDS = (0, 1, 2)
+TOWERS = {"clip": ROOT / "runs" / "vlp-tiny", "vision": ROOT / "runs" / "vision-tiny"}
 
-ROWS = ("source_only", "target_only", "ct", "ct_dyce", "ct_dlg", "full")
-ROW_TITLES = {
-    "source_only": "source only",
-    "target_only": "target only (same labeled images)",
-    "ct": "CT",
-    "ct_dyce": "CT + DyCE",
-    "ct_dlg": "CT + DLG",
-    "full": "CT + DyCE + DLG (full)",
-}
+
+@dataclass(frozen=True)
+class Row:
+    """A table row: its config key and the name in the tables and in results/synthetic.json."""
+
+    key: str
+    name: str
+
+    def experiment(self, seed: int) -> str:
+        return f"synthetic_{self.key}_s{seed}"
+
+
+ROWS = (
+    Row("source_only", "source only"),
+    Row("target_only", "target only"),
+    Row("ct", "CT"),
+    Row("ct_dyce", "CT+DyCE"),
+    Row("ct_vlp", "CT+VLP"),
+    Row("ct_vlp_dlg", "CT+VLP+DLG"),
+    Row("full", "full"),
+    Row("full_shuffled", "full shuffled captions"),
+)
+ROW_KEYS = tuple(r.key for r in ROWS)
+BY_KEY = {r.key: r for r in ROWS}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="rows to run (default: all)")
+    p.add_argument(
+        "--rows", nargs="+", default=list(ROW_KEYS), choices=ROW_KEYS, help="rows to run (default: all)"
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seeds per row")
     p.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic", help="benchmark data folder")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "synthetic", help="run folders go here")
-    p.add_argument("--results", type=Path, default=ROOT / "RESULTS.md", help="Markdown report to write")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every row")
-    p.add_argument("--fresh", action="store_true", help="restart rows instead of resuming/reusing them")
-    p.add_argument("--report-only", action="store_true", help="only rebuild RESULTS.md from finished runs")
+    p.add_argument("--results", type=Path, default=ROOT / "RESULTS.md", help="Markdown report (a section)")
     p.add_argument(
-        "--notes", type=Path, default=NOTES, help="hand-written analysis appended to the report if it exists"
+        "--json", type=Path, default=ROOT / "results" / "synthetic.json", help="machine-readable results"
     )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every row")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the reports from finished runs")
+    p.add_argument("--notes", type=Path, default=NOTES, help="hand-written analysis appended if it exists")
     return p.parse_args(argv)
 
 
@@ -65,41 +89,48 @@ def ensure_data(data: Path) -> dict[str, Any]:
     return generate_benchmark(data, progress=True)
 
 
-def run_row(row: str, args: argparse.Namespace) -> float:
-    """Train + evaluate one row in a subprocess; returns wall seconds (0 if reused)."""
-    run_dir = args.runs / f"synthetic_{row}"
-    if (run_dir / "eval_final.json").is_file() and not args.fresh:
-        return 0.0
+def ensure_towers() -> None:
+    """Pre-train the rows' towers once (`model.pretrained` / `model.visual_pretrained` of the rows)."""
+    for objective, out in TOWERS.items():
+        if not (out / "clip.safetensors").is_file():
+            cmd = [sys.executable, "-m", "training.pretrain", "--model", "semidavil-tiny"]
+            subprocess.run([*cmd, "--objective", objective, "--out", str(out)], check=True, cwd=ROOT)
+
+
+def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
+    """Train + evaluate one (row, seed) in a subprocess unless it is finished (resumes otherwise)."""
+    if (args.runs / row.experiment(seed) / "eval_final.json").is_file():
+        return
     sets = [
         f"output_dir={args.runs}",
+        f"experiment={row.experiment(seed)}",
+        f"seed={seed}",
         f"data.source.root={args.data / 'source'}",
         f"data.target.root={args.data / 'target'}",
     ]
-    cmd = training_command(ROOT / "training" / "configs" / f"synthetic_{row}.yaml", [*sets, *args.set])
-    if args.fresh:
-        cmd.append("--fresh")
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    seconds = time.perf_counter() - start
-    (run_dir / "wall_seconds.json").write_text(json.dumps({"seconds": seconds}))
-    return seconds
+    cmd = training_command(ROOT / "training" / "configs" / f"synthetic_{row.key}.yaml", [*sets, *args.set])
+    subprocess.run(cmd, check=True, cwd=ROOT)
 
 
 def rarest_classes(meta: dict[str, Any], classes: list[str], n: int = 5) -> list[str]:
+    """The n classes with the smallest non-zero pixel share in target train."""
     share = meta["pixel_share"]["target/train"]
     present = [c for c in classes if share.get(c, 0) > 0]
     return sorted(present, key=lambda c: share[c])[:n]
 
 
-def load_row(row: str, runs: Path) -> dict[str, Any] | None:
-    run_dir = runs / f"synthetic_{row}"
-    path = run_dir / "eval_final.json"
-    if not path.is_file():
-        return None
-    report = json.loads(path.read_text())
-    wall = run_dir / "wall_seconds.json"
-    report["seconds"] = json.loads(wall.read_text())["seconds"] if wall.is_file() else None
-    return report
+def load_runs(row: Row, runs: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
+    """The finished seeds of a row: {seed: eval_final.json plus `seconds` (the trainer's own wall time)}."""
+    out = {}
+    for seed in seeds:
+        run_dir = runs / row.experiment(seed)
+        path = run_dir / "eval_final.json"
+        if path.is_file():
+            report = json.loads(path.read_text())
+            wall = run_dir / "wall_seconds.json"
+            report["seconds"] = json.loads(wall.read_text())["seconds"] if wall.is_file() else None
+            out[seed] = report
+    return out
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -107,43 +138,79 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def _sd(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) >= 2 else None
+
+
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
-def targets(res: dict[str, dict[str, Any]], rare: list[str]) -> list[list[str]]:
-    """The training issue's targets as table rows (claim, numbers, PASS/FAIL/not run)."""
+def row_summary(runs: dict[int, dict[str, Any]], rare: list[str]) -> dict[str, Any]:
+    """mIoU mean and sd over seeds, per-seed mIoU, rare-5 mean, minutes (mean per seed)."""
+    seeds = sorted(runs)
+    mious = [float(runs[s]["miou"]) for s in seeds]
+    rare5 = [_mean([runs[s]["iou"].get(c) for c in rare]) for s in seeds]
+    seconds = [runs[s]["seconds"] for s in seeds if runs[s].get("seconds")]
+    return {
+        "miou_mean": _mean(mious),
+        "miou_sd": _sd(mious),
+        "seeds": mious,
+        "seed_ids": seeds,
+        "rare5_mean": _mean(rare5),
+        "minutes": _mean([s / 60 for s in seconds]),
+    }
 
-    def miou(row: str) -> float | None:
-        return res[row]["miou"] if row in res else None
 
-    def rare_miou(row: str) -> float | None:
-        return _mean([res[row]["iou"].get(c) for c in rare]) if row in res else None
+def paired(
+    results: dict[str, dict[int, dict[str, Any]]], a: str, b: str
+) -> tuple[float, float | None, int] | None:
+    """Mean and sd of mIoU(a) - mIoU(b) over the seeds both rows finished, and their count."""
+    common = sorted(set(results.get(a, {})) & set(results.get(b, {})))
+    if not common:
+        return None
+    diffs = [float(results[a][s]["miou"]) - float(results[b][s]["miou"]) for s in common]
+    return statistics.fmean(diffs), _sd(diffs), len(common)
 
-    def verdict(ok: bool | None) -> str:
-        return "not run" if ok is None else ("PASS" if ok else "FAIL")
 
-    def gap(a: str, b: str, need: float) -> list[str]:
-        x, y = miou(a), miou(b)
-        ok = None if x is None or y is None else x - y >= need
-        return [f"{ROW_TITLES[a]} - {ROW_TITLES[b]} >= {need:g} mIoU", f"{_fmt(x)} - {_fmt(y)}", verdict(ok)]
+# (row a, row b, required mean gap): each also needs the gap larger than its paired sd
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("ct_dyce", "ct", 0.0),
+    ("ct_vlp", "ct", 0.0),
+    ("ct_vlp_dlg", "ct_vlp", 0.0),
+    ("full", "source_only", 15.0),
+    ("full", "target_only", 5.0),
+    ("full", "full_shuffled", 1.0),
+    ("full", "ct", 0.0),
+    ("full", "ct_dyce", 0.0),
+    ("full", "ct_vlp", 0.0),
+    ("full", "ct_vlp_dlg", 0.0),
+)
 
-    def rare_gain(a: str, b: str) -> list[str]:
-        x, y = rare_miou(a), rare_miou(b)
-        ok = None if x is None or y is None else x > y
-        return [
-            f"DyCE raises rare-5 mIoU: {ROW_TITLES[a]} > {ROW_TITLES[b]}",
-            f"{_fmt(x, 2)} vs {_fmt(y, 2)}",
-            verdict(ok),
-        ]
 
-    rows = [gap("full", "source_only", 15.0), gap("full", "target_only", 5.0)]
-    rows += [rare_gain("ct_dyce", "ct"), rare_gain("full", "ct_dlg")]
-    slow = [r for r, v in res.items() if v.get("seconds") and v["seconds"] > 900]
-    timed = [r for r, v in res.items() if v.get("seconds")]
-    rows.append(["each row <= 15 min wall", ", ".join(f"{r} {res[r]['seconds'] / 60:.1f}" for r in timed) or "n/a",
-                 verdict(None if not timed else not slow)])  # fmt: skip
+def target_rows(results: dict[str, dict[int, dict[str, Any]]]) -> list[list[str]]:
+    """Each target as [claim, mean gap +- paired sd (n seeds), verdict]."""
+    rows = []
+    for a, b, need in TARGETS:
+        claim = f"{BY_KEY[a].name} - {BY_KEY[b].name} {'>' if need == 0 else '>='} {need:g}, gap > paired sd"
+        p = paired(results, a, b)
+        if p is None:
+            rows.append([claim, "n/a", "not run"])
+            continue
+        mean, sd, n = p
+        ok = (mean > need if need == 0 else mean >= need) and (sd is None or mean > sd)
+        verdict = ("PASS" if ok else "FAIL") + ("" if n >= 3 else f" ({n} seed{'s' if n > 1 else ''})")
+        rows.append([claim, f"{mean:+.1f} +- {_fmt(sd)} (n={n})", verdict])
     return rows
+
+
+def results_json(
+    summaries: dict[str, dict[str, Any]], commit: str, machine: dict[str, Any]
+) -> dict[str, Any]:
+    """The machine-readable results: {"rows": {name: {...}}, "machine": {...}, "commit": "..."}."""
+    keep = ("miou_mean", "miou_sd", "seeds", "rare5_mean", "minutes")
+    rows = {BY_KEY[k].name: {f: s[f] for f in keep} for k, s in summaries.items()}
+    return {"rows": rows, "machine": machine, "commit": commit}
 
 
 def analysis(notes: Path) -> list[str]:
@@ -154,54 +221,55 @@ def analysis(notes: Path) -> list[str]:
 
 
 def write_results(args: argparse.Namespace, meta: dict[str, Any]) -> str:
-    res = {row: r for row in ROWS if (r := load_row(row, args.runs)) is not None}
+    """Write RESULTS.md's `synthetic` section and results/synthetic.json; returns the section text."""
+    results = {r.key: runs for r in ROWS if (runs := load_runs(r, args.runs, args.seeds))}
     classes = meta["classes"]
     rare = rarest_classes(meta, classes)
-    header = ["row", "mIoU", "rare-5 mIoU", "minutes", *classes]
-    rows = []
-    for row, r in res.items():
-        per_class = [_fmt(r["iou"].get(c)) for c in classes]
-        minutes = f"{r['seconds'] / 60:.1f}" if r.get("seconds") else "n/a"
-        rows.append(
-            [
-                ROW_TITLES[row],
-                _fmt(r["miou"]),
-                _fmt(_mean([r["iou"].get(c) for c in rare])),
-                minutes,
-                *per_class,
-            ]
-        )
+    summaries = {k: row_summary(v, rare) for k, v in results.items()}
+    header = ["row", "mIoU mean +- sd", "per seed", "rare-5 mIoU", "minutes", *classes]
+    table = []
+    for key, runs in results.items():
+        s = summaries[key]
+        per_class = [_fmt(_mean([runs[seed]["iou"].get(c) for seed in runs])) for c in classes]
+        seeds = ", ".join(f"{m:.1f}" for m in s["seeds"])
+        table.append([BY_KEY[key].name, f"{_fmt(s['miou_mean'])} +- {_fmt(s['miou_sd'])}", seeds,
+                      _fmt(s["rare5_mean"], 2), _fmt(s["minutes"]), *per_class])  # fmt: skip
+    machine = machine_info()
     cfg_note = " ".join(f"--set {s}" for s in args.set) or "(defaults)"
     text = "\n".join([
-        "# Synthetic driving-scene benchmark: results",
+        "# Synthetic driving-scene benchmark: Table 3 in miniature",
         "",
-        "Source look (game engine) -> target look (camera) on procedurally generated driving scenes in",
-        "Cityscapes train ids, the tiny model (`semidavil-tiny`), the same trainer and recipe as the paper",
-        "rows. Target val mIoU (%) of the EMA teacher, whole-image inference at 128x256.",
-        "CLIP weights cannot be downloaded here, so the CLIP towers start from random weights: the",
-        "**VLP ingredient cannot be shown** on this benchmark, and absolute numbers say nothing about the",
-        "paper's. Rows and data: `training/configs/synthetic_*.yaml`,",
-        f"{meta['counts']} images of {meta['settings']['height']}x{meta['settings']['width']} px, seed {meta['settings']['seed']}.",
+        "Source look (game engine) -> target look (camera) on procedurally generated driving scenes, the",
+        "tiny model, the paper rows' trainer and recipe. Target val mIoU (%) of the EMA teacher, whole-image",
+        "inference at 128x256, mean +- sd over seeds. VLP rows start from the mini-VLP towers",
+        "(`runs/vlp-tiny`), w/o VLP rows from a vision-only visual tower (`runs/vision-tiny`) with the same",
+        "text tower; every row of one seed starts from the same decoder weights. Rows:",
+        f"`training/configs/synthetic_*.yaml`; data: {meta['counts']} images of "
+        f"{meta['settings']['height']}x{meta['settings']['width']} px, generator seed {meta['settings']['seed']}.",
         "",
         f"Command: `python bench/synthetic_benchmark.py {cfg_note}`",
         "",
-        markdown_table(header, rows),
+        markdown_table(header, table),
         "",
         f"Rarest five target classes by pixel share: {', '.join(rare)}.",
         "",
-        "## Targets",
+        "## Targets (paired over seeds)",
         "",
-        markdown_table(["target", "numbers", "result"], targets(res, rare)),
+        markdown_table(["target", "mean gap +- sd", "result"], target_rows(results)),
         "",
         *analysis(args.notes),
         "## Machine",
         "",
-        format_machine(machine_info()),
+        format_machine(machine),
         "",
     ])  # fmt: skip
-    # one section of RESULTS.md (headings one level down), so the real-frames section stays
+    # one section of RESULTS.md (headings one level down), so the other sections stay
     text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
     write_section(args.results, "synthetic", text, title=RESULTS_TITLE, intro=RESULTS_INTRO)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(results_json(summaries, machine.get("git", "unknown"), machine), indent=1)
+    )
     return text
 
 
@@ -211,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     meta = ensure_data(args.data)
     if not args.report_only:
-        for row in args.rows:
-            seconds = run_row(row, args)
-            print(f"{row}: {seconds / 60:.1f} min", flush=True)
+        ensure_towers()
+        for seed in args.seeds:  # every row's seed 0 first: a partial table is already a table
+            for key in args.rows:
+                run_row(BY_KEY[key], seed, args)
     print(write_results(args, meta))
     return 0
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from model.class_sets import get_class_set
 from training.data.cityscapes import CityscapesDataset, discover_cityscapes
@@ -39,6 +42,24 @@ def _captions(block: dict[str, Any], key: str, config: dict[str, Any]) -> Path |
     return path
 
 
+def shuffle_captions(dataset: Any, config: dict[str, Any], stream: str) -> Any:
+    """The shuffled-captions control (`data.shuffle_captions`): the dataset's captions permuted
+    across its images (a seeded derangement: no image keeps its own), in place; returns it.
+
+    Caption words then say nothing about their image, so any gain of the full row over this
+    control is what caption content adds.
+    """
+    if not config["data"].get("shuffle_captions") or len(dataset.captions) < 2:
+        return dataset
+    names = sorted(dataset.captions)
+    rng = np.random.default_rng([int(config["data"]["split_seed"]), zlib.crc32(stream.encode())])
+    order = rng.permutation(len(names))
+    shifted = np.roll(order, 1)  # a cyclic shift of a random order: every name gets another's caption
+    old = dict(dataset.captions)
+    dataset.captions = {names[i]: old[names[j]] for i, j in zip(order, shifted, strict=True)}
+    return dataset
+
+
 def _size(value: Any) -> tuple[int, int] | None:
     return None if value is None else (int(value[0]), int(value[1]))
 
@@ -64,9 +85,10 @@ def build_source(config: dict[str, Any]) -> Any:
     if block["type"] == "gta5":
         if config["data"]["num_classes"] != 19:
             raise DatasetError("GTA5 source needs data.num_classes=19")
-        return GTA5Dataset(block["root"], **common)
+        return shuffle_captions(GTA5Dataset(block["root"], **common), config, "source")
     if block["type"] == "synthia":
-        return SynthiaDataset(block["root"], num_classes=config["data"]["num_classes"], **common)
+        data = SynthiaDataset(block["root"], num_classes=config["data"]["num_classes"], **common)
+        return shuffle_captions(data, config, "source")
     raise DatasetError(f"unknown source dataset type {block['type']!r} (gta5 or synthia)")
 
 
@@ -86,7 +108,7 @@ def target_split(config: dict[str, Any]) -> tuple[list[str], list[str]]:
 def build_target_train(config: dict[str, Any], names: list[str], labeled: bool) -> CityscapesDataset:
     """Labeled or unlabeled target train frames; the unlabeled set adds `target.unlabeled_dirs`."""
     block = config["data"]["target"]
-    return CityscapesDataset(
+    data = CityscapesDataset(
         block["root"],
         "train",
         config["data"]["num_classes"],
@@ -97,6 +119,7 @@ def build_target_train(config: dict[str, Any], names: list[str], labeled: bool) 
         captions_file=_captions(block, "captions_train", config),
         cache=bool(block.get("cache", False)),
     )
+    return shuffle_captions(data, config, "target_labeled" if labeled else "target_unlabeled")
 
 
 def unlabeled_stream_names(config: dict[str, Any], labeled: list[str], unlabeled: list[str]) -> list[str]:
@@ -114,9 +137,10 @@ def build_val_dataset(config: dict[str, Any]) -> CityscapesDataset:
     """Target val at its native size (inference resizes to eval.size; labels stay full-res)."""
     block = config["data"]["target"]
     _target_check(block)
-    return CityscapesDataset(
+    data = CityscapesDataset(
         block["root"],
         "val",
         config["data"]["num_classes"],
         captions_file=_captions(block, "captions_val", config),
     )
+    return shuffle_captions(data, config, "target_val")
