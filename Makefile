@@ -5,18 +5,25 @@ BIN := $(VENV)/bin
 
 .PHONY: setup setup-browser test lint check test-all bench bench-quick profile results reliability serve demo
 
-setup:            ## create .venv with every extra except TensorRT (CPU torch)
+STAMP := $(VENV)/.installed
+
+setup: $(STAMP)   ## create or refresh .venv with every extra except TensorRT (CPU torch)
+
+# The venv is (re)built when the dependency files change, so `make serve` and `make check` work on
+# a fresh clone without a separate set-up step.
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e ".[serve,ui,dev]"
+	touch $(STAMP)
 
 setup-browser:    ## headless Chromium + chromedriver (Debian packages, as root) for the UI browser test
 	apt-get update -qq && apt-get install -y -qq chromium chromium-driver
 
-lint:             ## the one lint command CI runs
+lint: $(STAMP)    ## the one lint command CI runs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test:             ## the default suite (CI)
+test: $(STAMP)    ## the default suite (CI)
 	$(BIN)/python -m pytest -q
 
 check: lint test
@@ -39,8 +46,8 @@ reliability:      ## bad input, load/soak and fault checks on loopback -> RELIAB
 results:          ## the synthetic benchmark -> RESULTS.md (resumable)
 	$(BIN)/python bench/synthetic_benchmark.py
 
-serve:            ## the BentoML service on 127.0.0.1:3000 (API + demo at /ui)
+serve: $(STAMP)   ## the BentoML service on 127.0.0.1:3000 (API + demo at /ui)
 	$(BIN)/bentoml serve serving.service:SemiDAViLService --host 127.0.0.1 --port 3000
 
-demo:             ## the Gradio demo on its own, on 127.0.0.1
+demo: $(STAMP)    ## the Gradio demo on its own, on 127.0.0.1
 	$(BIN)/python -m ui.app
