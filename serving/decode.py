@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -110,6 +111,9 @@ def read_limited(source: BinaryIO | str | os.PathLike[str], limits: Limits) -> b
     return data
 
 
+PIXELS_SETTING = "SEMIDAVIL_MAX_PIXELS"
+
+
 def _allowed_names(limits: Limits) -> str:
     return ", ".join("WebP" if f == "WEBP" else f for f in limits.allowed_formats)
 
@@ -125,9 +129,16 @@ def _open_header(data: bytes, limits: Limits) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=[fmt])
     except Image.DecompressionBombError as err:
-        raise ImageTooLarge(f"{err} The limit is {limits.max_pixels} pixels.") from err
+        raise bomb_error(err, limits) from err
     except Exception as err:  # PIL raises many types for a broken header
         raise InvalidImage(f"broken {fmt} data: cannot read the image header ({err})") from err
+
+
+def bomb_error(err: Image.DecompressionBombError, limits: Limits) -> ImageTooLarge:
+    """413 with our limit only: PIL's message names its own (2x MAX_IMAGE_PIXELS), a second number."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{int(found.group(1))} pixels" if found else "more pixels than allowed"
+    return ImageTooLarge(f"image declares {size}; the limit is {limits.max_pixels} pixels ({PIXELS_SETTING})")
 
 
 def _raise_pil_bomb_limit(limits: Limits) -> None:
@@ -143,13 +154,14 @@ def check_dimensions(width: int, height: int, limits: Limits) -> None:
         raise InvalidImage(f"image has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
         raise ImageTooLarge(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} pixels"
+            f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} pixels "
+            f"({PIXELS_SETTING})"
         )
     if max(width, height) > limits.max_side:
         raise ImageTooLarge(f"image side {max(width, height)} px is over the limit of {limits.max_side} px")
 
 
-def _load_pixels(img: Image.Image) -> Image.Image:
+def _load_pixels(img: Image.Image, limits: Limits) -> Image.Image:
     """Decode the pixel data of the first frame; 422 for truncated or corrupt data."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         logger.warning("PIL LOAD_TRUNCATED_IMAGES was switched on by another library; switching it off")
@@ -158,7 +170,7 @@ def _load_pixels(img: Image.Image) -> Image.Image:
         img.seek(0)
         img.load()
     except Image.DecompressionBombError as err:
-        raise ImageTooLarge(str(err)) from err
+        raise bomb_error(err, limits) from err
     except Exception as err:  # OSError (truncated), SyntaxError, ValueError, zlib errors, ...
         raise InvalidImage(f"broken {img.format} data: {err}") from err
     return img
@@ -219,7 +231,7 @@ def decode_pil(img: Image.Image, limits: Limits, fmt: str | None = None) -> Deco
     """An opened (header-only or loaded) PIL image -> DecodedImage, with the pixel limits checked."""
     check_dimensions(img.width, img.height, limits)
     mode, fmt = img.mode, fmt or img.format or "unknown"
-    img = _apply_exif_orientation(_load_pixels(img))
+    img = _apply_exif_orientation(_load_pixels(img, limits))
     rgb = np.ascontiguousarray(to_rgb_array(img))
     return DecodedImage(rgb, mode, fmt, rgb.shape[1], rgb.shape[0])
 

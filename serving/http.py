@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from starlette.responses import JSONResponse, Response
 
 from serving.encode import color_png, label_png, labelid_png, overlay_png, to_base64
-from serving.errors import InvalidParameter, PayloadTooLarge, ServingError
+from serving.errors import InvalidParameter, PayloadTooLarge, ServingError, UnsupportedMediaType
 from serving.prediction import Prediction
 
 logger = logging.getLogger("semidavil.service")
@@ -196,6 +196,30 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, guarded_send)
 
 
+class MultipartOnlyMiddleware:
+    """ASGI middleware: a POST to an endpoint that takes an image file must be multipart/form-data.
+
+    Anything else (a raw image body, JSON) gets 415 saying what to send, instead of BentoML's
+    "Invalid JSON" for a body it tried to read as JSON.
+    """
+
+    def __init__(self, app: Any, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+            if not content_type.lower().startswith("multipart/form-data"):
+                got = content_type.split(";")[0].strip() or "no content type"
+                err = UnsupportedMediaType(
+                    f"send multipart/form-data with the image as the file field 'image' (got {got}), "
+                    f"e.g. curl -F image=@street.png {scope['path']}"
+                )
+                return await error_response(err)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class ErrorShapeMiddleware:
     """ASGI middleware giving every error one JSON shape: {"error": {status, code, message}}.
 
@@ -206,6 +230,7 @@ class ErrorShapeMiddleware:
 
     CODES: ClassVar[dict[int, tuple[int, str]]] = {
         400: (422, "invalid_parameter"),
+        405: (405, "method_not_allowed"),
         422: (422, "invalid_parameter"),
         429: (429, "over_capacity"),
         504: (504, "timeout"),

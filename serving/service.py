@@ -33,6 +33,7 @@ from serving.faults import Faults, check_forward, faulty_captioner, parse_faults
 from serving.http import (
     BodyLimitMiddleware,
     ErrorShapeMiddleware,
+    MultipartOnlyMiddleware,
     PathAliasMiddleware,
     error_response,
     form_text,
@@ -62,6 +63,7 @@ FormText = Annotated[str | None, BeforeValidator(form_text)]
 # 504 and 429 get the service's JSON error shape (BentoML's run outside every service middleware).
 TIMEOUT_BACKSTOP_S = 30
 START_FAILURE_EXIT_CODE = 2
+IMAGE_ENDPOINTS = ("/segment", "/caption")  # take the image as a multipart file field
 
 
 def _refuse_to_start(problem: str) -> NoReturn:
@@ -301,5 +303,6 @@ class ApiConcurrencyMiddleware(MaxConcurrencyMiddleware):
 SemiDAViLService.add_asgi_middleware(PathAliasMiddleware, aliases={"/model": "/model/"})
 SemiDAViLService.add_asgi_middleware(BodyLimitMiddleware, max_body_bytes=SETTINGS.limits.max_body_bytes)
 SemiDAViLService.add_asgi_middleware(ErrorShapeMiddleware)
+SemiDAViLService.add_asgi_middleware(MultipartOnlyMiddleware, paths=IMAGE_ENDPOINTS)
 SemiDAViLService.add_asgi_middleware(ApiConcurrencyMiddleware, max_concurrency=SETTINGS.max_concurrency)
 SemiDAViLService.add_asgi_middleware(TimeoutMiddleware, timeout=SETTINGS.timeout_s)

@@ -196,6 +196,19 @@ class TestTightLimits:
         assert_error(post_image(tight, png_declaring(60_000, 60_000)), 413, "image_too_large")
         assert_ready(tight)
 
+    def test_wrong_body_kind_and_method_get_the_json_error_shape(self, tight: httpx.Client) -> None:
+        image = png_bytes(noise_image(40, 30, seed=4))
+        raw = tight.post("/segment", content=image, headers={"content-type": "image/png"})
+        error = assert_error(raw, 415, "unsupported_media_type")
+        assert "multipart/form-data" in error["message"] and "'image'" in error["message"]
+        as_json = tight.post("/caption", json={"image": "street.png"})
+        assert_error(as_json, 415, "unsupported_media_type")
+        assert_error(tight.get("/segment"), 405, "method_not_allowed")
+        big = assert_error(post_image(tight, png_declaring(60_000, 60_000)), 413, "image_too_large")
+        assert f"the limit is {MAX_PIXELS} pixels (SEMIDAVIL_MAX_PIXELS)" in big["message"]
+        assert "178956970" not in big["message"]
+        assert_ready(tight)
+
     def test_concurrency_limit_refuses_while_the_slot_is_held(self, tight: httpx.Client) -> None:
         body, headers = multipart(solid_png(64, 48), {"output": "label_png"})
         held: dict[str, httpx.Response] = {}
