@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.captioner import create_captioner
+from model.captioner import CaptionerUnavailable, create_captioner
 from model.class_sets import CLASS_SETS, ClassSet, custom_class_set
 from model.hardware import resolve_device
 from model.preprocess import numpy_to_model_input
@@ -255,6 +255,8 @@ class Predictor:
     def set_captioner(self, captioner: CaptionerLike | None) -> None:
         """Use `captioner` from now on (under the predictor's captioner deadline, if it has one)."""
         self.captioner = captioner
+        self._captioner_reasons: set[str] = set()
+        self._captioner_unavailable: str | None = None
         self._captioner_call: CaptionerLike | None = (
             DeadlineCaptioner(captioner, self.captioner_timeout_s)
             if captioner is not None and self.captioner_timeout_s is not None
@@ -307,6 +309,7 @@ class Predictor:
             "working_size": list(self.working_size),
             "caption_length": self.caption_length,
             "captioner": getattr(self.captioner, "identity", type(self.captioner).__name__),
+            "captioner_status": self.captioner_status(),
             "backend": self.backend.describe(),
             "device": str(self.device),
             "limits": {
@@ -373,9 +376,47 @@ class Predictor:
         try:
             result = self._captioner_call.caption([Image.fromarray(rgb)])[0]
         except Exception as err:  # any captioner failure degrades to no caption; the response says why
-            logger.warning("captioner failed: %s: %s", type(err).__name__, err)
-            return CaptionInfo("", SOURCE_FAILED, f"{type(err).__name__}: {err}")
+            reason = f"{type(err).__name__}: {err}"
+            self._note_captioner_problem(reason, unavailable=isinstance(err, CaptionerUnavailable))
+            return CaptionInfo("", SOURCE_FAILED, reason)
         return CaptionInfo(result.text, result.source)
+
+    def _note_captioner_problem(self, reason: str, unavailable: bool) -> None:
+        """Log a captioner problem the first time it is seen (not once per request); remember a
+        missing captioner for `captioner_status`."""
+        with self._lock:
+            first = reason not in self._captioner_reasons
+            self._captioner_reasons.add(reason)
+            if unavailable:
+                self._captioner_unavailable = reason
+        if first:
+            logger.warning("captioner failed: %s; segmenting without captions (said once per reason)", reason)
+
+    def probe_captioner(self) -> dict[str, Any]:
+        """Load the captioner now (a missing one fails fast): -> `captioner_status()`.
+
+        Called once at service start, so a missing captioner is reported at start, not found by
+        the first request.
+        """
+        load = getattr(self.captioner, "load", None)
+        if load is not None:
+            try:
+                load()
+            except CaptionerUnavailable as err:
+                self._note_captioner_problem(f"{type(err).__name__}: {err}", unavailable=True)
+        return self.captioner_status()
+
+    def captioner_status(self) -> dict[str, Any]:
+        """{"name", "available": bool, "reason": why not (None when available)} of the captioner."""
+        name = (
+            "none"
+            if self.captioner is None
+            else getattr(self.captioner, "kind", type(self.captioner).__name__)
+        )
+        if self.captioner is None or name == "none":
+            return {"name": "none", "available": False, "reason": "no captioner configured"}
+        reason = self._captioner_unavailable
+        return {"name": name, "available": reason is None, "reason": reason}
 
     def _custom_class_set(self, prompts: tuple[str, ...]) -> ClassSet:
         if len(prompts) == 1:  # one class: every pixel gets it; nothing to segment

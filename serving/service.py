@@ -47,7 +47,7 @@ from serving.http import (
 )
 from serving.loading import verify_checkpoint
 from serving.memory import MemoryTrimmer
-from serving.prediction import PredictRequest
+from serving.prediction import SOURCE_FAILED, SOURCE_NONE, PredictRequest
 from serving.predictor import Predictor, PreparedRequest
 from serving.settings import ServiceSettings
 
@@ -165,6 +165,13 @@ class SemiDAViLService:
             logger.warning("SEMIDAVIL_FAULTS=%r: fault injection is on (tests only)", SETTINGS.faults)
             if FAULTS.captioner:
                 self.predictor.set_captioner(faulty_captioner(FAULTS))
+        captioner = self.predictor.probe_captioner()
+        if captioner["name"] != "none" and not captioner["available"]:
+            logger.warning(
+                "captioner %s unavailable: %s; segmenting without captions",
+                captioner["name"],
+                captioner["reason"],
+            )
         self.predictor.warmup()
         self._trimmer = MemoryTrimmer(SETTINGS.trim_slack_mb << 20)
         # BentoML's own adaptive batcher (the CORK dispatcher its batchable APIs use), driven
@@ -259,6 +266,9 @@ class SemiDAViLService:
             start = time.perf_counter()
             info = await _to_thread(self.predictor.caption, data)
             elapsed = (time.perf_counter() - start) * 1000
+            status = self.predictor.captioner_status()
+            if info.source == SOURCE_NONE or (info.source == SOURCE_FAILED and not status["available"]):
+                raise ServiceUnavailable(f"cannot caption: {status['reason']} (SEMIDAVIL_CAPTIONER)")
             return JSONResponse(
                 {"caption": info.text, "source": info.source, "error": info.error, "ms": elapsed}
             )

@@ -539,10 +539,11 @@ def test_image_given_as_url_is_refused_and_never_fetched(http: httpx.Client) -> 
             "/segment", files={"caption": (None, "x")}, data={"image": url}, timeout=ERROR_TIMEOUT_S
         )
         assert_error(as_field, 422, "invalid_parameter")
+        # a JSON body is not multipart: refused before any field is read (415)
         as_json = http.post("/segment", json={"image": url}, timeout=ERROR_TIMEOUT_S)
-        assert_error(as_json, 422, "invalid_parameter")
+        assert_error(as_json, 415, "unsupported_media_type")
         as_caption_json = http.post("/caption", json={"image": url}, timeout=ERROR_TIMEOUT_S)
-        assert_error(as_caption_json, 422, "invalid_parameter")
+        assert_error(as_caption_json, 415, "unsupported_media_type")
         time.sleep(0.3)
         assert listener.connections == 0
     finally:

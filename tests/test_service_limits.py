@@ -207,6 +207,10 @@ class TestTightLimits:
         big = assert_error(post_image(tight, png_declaring(60_000, 60_000)), 413, "image_too_large")
         assert f"the limit is {MAX_PIXELS} pixels (SEMIDAVIL_MAX_PIXELS)" in big["message"]
         assert "178956970" not in big["message"]
+        # this server has no captioner: /caption says so (503), /model tells why
+        no_caption = tight.post("/caption", files={"image": ("a.png", image, "image/png")})
+        assert "no captioner configured" in assert_error(no_caption, 503, "unavailable")["message"]
+        assert tight.get("/model").json()["captioner_status"]["available"] is False
         assert_ready(tight)
 
     def test_concurrency_limit_refuses_while_the_slot_is_held(self, tight: httpx.Client) -> None:

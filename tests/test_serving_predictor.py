@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from pathlib import Path
 
@@ -123,10 +124,21 @@ def test_failing_captioner_degrades_to_no_caption(predictor):
     assert failing.caption(png_bytes(image)).source == "captioner_failed"
 
 
-def test_unavailable_blip_captioner_degrades_offline(predictor):
+def test_unavailable_blip_captioner_degrades_offline_and_is_said_once(predictor, caplog):
     offline = sibling(predictor, captioner=create_captioner("blip", "/nonexistent/blip"))
-    pred = offline.predict(scene(60, 90, 1))
-    assert pred.caption.source == "captioner_failed" and "CaptionerUnavailable" in pred.caption.error
+    with caplog.at_level(logging.WARNING, logger="semidavil"):
+        status = offline.probe_captioner()
+        assert (
+            status["name"] == "blip" and not status["available"] and "/nonexistent/blip" in status["reason"]
+        )
+        preds = [offline.predict(scene(60, 90, 1)) for _ in range(10)]
+    assert all(
+        p.caption.source == "captioner_failed" and "CaptionerUnavailable" in p.caption.error for p in preds
+    )
+    said = [r for r in caplog.records if "captioner" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]  # at the probe, not once per request
+    assert offline.info()["captioner_status"] == status
+    assert predictor.captioner_status()["name"] == "none"
 
 
 def test_captioner_caption_is_used(predictor):

@@ -185,6 +185,11 @@ def checkpoint_text(predictor: Predictor) -> str:
     return f"`{path.name if path else 'embedded default'}` (sha256 `{sha}`)"
 
 
+def predictor_captioner_missing(error: str | None) -> bool:
+    """True for the captioner-missing error, which the header states once instead of every status."""
+    return bool(error) and error.startswith("CaptionerUnavailable")
+
+
 def model_info_markdown(predictor: Predictor | None, prediction: Prediction | None = None) -> str:
     """Backend, device, model, checkpoint and working size; plus the stage timings of `prediction`."""
     if predictor is None:
@@ -192,10 +197,15 @@ def model_info_markdown(predictor: Predictor | None, prediction: Prediction | No
     backend = prediction.backend if prediction else predictor.backend.name
     precision = prediction.precision if prediction else predictor.backend.precision
     h, w = predictor.working_size
-    captioner = getattr(predictor.captioner, "kind", None) or ("none" if predictor.captioner is None else "?")
+    captioner = (
+        f"`{getattr(predictor.captioner, 'kind', None) or ('none' if predictor.captioner is None else '?')}`"
+    )
+    status = predictor.captioner_status()
+    if status["name"] != "none" and not status["available"]:
+        captioner += f" unavailable: {status['reason']}; segmenting without captions"
     lines = [
         f"**Backend** `{backend}` ({precision}, {predictor.device}) · **model** `{predictor.served.name}` · "
-        f"**checkpoint** {checkpoint_text(predictor)} · **working size** {h}×{w} · **captioner** `{captioner}`",
+        f"**checkpoint** {checkpoint_text(predictor)} · **working size** {h}×{w} · **captioner** {captioner}",
         "",
         f"**Trained on** {trained_on_line(predictor.served)}",
     ]
@@ -284,7 +294,9 @@ def _status(prediction: Prediction, n_present: int, label_ids: bool) -> str:
         f"{len(prediction.class_set)} classes (`{prediction.class_set.name}`) found. "
         f"Caption source: **{cap.source}**."
     ]
-    if cap.source == SOURCE_FAILED:
+    if cap.source == SOURCE_FAILED and predictor_captioner_missing(cap.error):
+        parts.append("Segmented without a caption (the captioner is unavailable, see the header).")
+    elif cap.source == SOURCE_FAILED:
         parts.append(f"The captioner failed ({cap.error}); the scene was segmented without a caption.")
     if not label_ids:
         parts.append("Cityscapes label ids exist only for the Cityscapes and SYNTHIA class sets.")
@@ -710,6 +722,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning(
             "no checkpoint: serving random %s weights (outputs are meaningless)", predictor.served.name
         )
+    captioner = predictor.probe_captioner()
+    if captioner["name"] != "none" and not captioner["available"]:
+        logger.warning("captioner unavailable: %s; segmenting without captions", captioner["reason"])
     demo = build_demo(predictor)
     demo.queue(default_concurrency_limit=1)
     demo.launch(
