@@ -119,6 +119,8 @@ def prediction_json(pred: Prediction, include_label_png: bool = True) -> dict[st
         "checkpoint_sha256": pred.checkpoint_sha256,
         "random_weights": pred.random_weights,
         "zero_shot": pred.zero_shot,
+        "open_vocabulary": pred.open_vocabulary,
+        "warnings": list(pred.warnings),
         "backend": pred.backend,
         "precision": pred.precision,
         "backend_note": pred.backend_note,

@@ -48,6 +48,19 @@ class ServingModel:
         return self.model.config.name
 
     @property
+    def open_vocabulary(self) -> bool:
+        """Whether custom class prompts can mean anything: the text tower came from pre-trained
+        weights (or the file is CLIP weights). False for random weights and for checkpoints trained
+        from a random text tower (`training_config.model.pretrained` null), whose prompt embeddings
+        only ever met the training classes' prompts; True when the header does not say."""
+        if self.random_weights:
+            return False
+        if self.zero_shot:
+            return True
+        model_cfg = (self.header.get("training_config") or {}).get("model") or {}
+        return "pretrained" not in model_cfg or model_cfg["pretrained"] is not None
+
+    @property
     def metrics(self) -> dict[str, Any]:
         """The header's `metrics` (evaluation, what it was trained on, commit); {} if none."""
         metrics = self.header.get("metrics")

@@ -73,6 +73,8 @@ class Prediction:
     batch_size: int = 1
     backend_note: str | None = None
     zero_shot: bool = False
+    open_vocabulary: bool = True
+    warnings: tuple[str, ...] = ()
 
     @property
     def input_size(self) -> tuple[int, int]:

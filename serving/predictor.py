@@ -92,6 +92,13 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+OPEN_VOCABULARY_WARNING = (
+    "open_vocabulary is false: this checkpoint's text tower was never pre-trained (random CLIP text "
+    "weights), so custom class prompts do not carry their meaning; expect arbitrary labels. Use the "
+    "Cityscapes classes, or a checkpoint trained from pre-trained towers (model.pretrained)."
+)
+
+
 class Predictor:
     """Segmentation with caches and a backend; see the module docstring. Build with `from_checkpoint`."""
 
@@ -302,6 +309,7 @@ class Predictor:
             "checkpoint_sha256": self.served.checkpoint_sha256,
             "random_weights": self.random_weights,
             "zero_shot": self.zero_shot,
+            "open_vocabulary": self.served.open_vocabulary,
             "metrics": self.served.metrics,
             "trained_on": trained_on_line(self.served),
             "classes": list(self.default_class_set.names),
@@ -522,4 +530,12 @@ class Predictor:
             batch_size=batch_size,
             backend_note=note,
             zero_shot=self.zero_shot,
+            open_vocabulary=self.served.open_vocabulary,
+            warnings=self._class_warnings(member.class_set),
         )
+
+    def _class_warnings(self, class_set: ClassSet) -> tuple[str, ...]:
+        """A warning for custom prompts on a model whose text tower never learned language."""
+        if class_set.train_ids is not None or self.served.open_vocabulary:
+            return ()
+        return (OPEN_VOCABULARY_WARNING,)

@@ -165,6 +165,7 @@ def test_zero_shot_serving_of_the_pretrained_towers_is_flagged_and_full_size(sho
         str(out / "clip.safetensors"), backend="eager-fp32", captioner="none"
     )
     assert predictor.zero_shot and not predictor.random_weights
+    assert predictor.info()["open_vocabulary"]  # CLIP weights: the prompts are the model's language
     assert predictor.info()["zero_shot"] and "zero-shot" in predictor.info()["trained_on"]
     image = np.random.default_rng(0).integers(0, 255, (203, 301, 3), dtype=np.uint8)
     pred = predictor.predict(image, caption="a street with cars")

@@ -285,3 +285,26 @@ def test_onnxruntime_predictor_reuses_its_gated_artefact(tmp_path, monkeypatch, 
         fixture_png, "a street"
     )
     assert (pred.label_map == reference.label_map).mean() >= 0.995
+
+
+def test_custom_prompts_on_an_untrained_text_tower_carry_a_warning(predictor):
+    """Random weights: open_vocabulary false, and custom prompts are answered with a warning."""
+    from serving.http import prediction_json
+
+    assert predictor.info()["open_vocabulary"] is False
+    custom = predictor.predict(scene(60, 90, 3), caption="x", classes="road, sky, tree")
+    body = prediction_json(custom, include_label_png=False)
+    assert body["open_vocabulary"] is False and "never pre-trained" in body["warnings"][0]
+    assert predictor.predict(scene(60, 90, 3), caption="x").warnings == ()  # Cityscapes classes: none
+
+
+def test_open_vocabulary_follows_the_training_config():
+    from serving.loading import ServingModel
+
+    def served(training_model: dict | None) -> ServingModel:
+        header = {} if training_model is None else {"training_config": {"model": training_model}}
+        return ServingModel(random_model(), header, None, "sha", False)
+
+    assert served({"pretrained": None}).open_vocabulary is False
+    assert served({"pretrained": "runs/vlp-tiny/clip.safetensors"}).open_vocabulary is True
+    assert served(None).open_vocabulary is True  # the header does not say: no warning

@@ -300,6 +300,7 @@ def _status(prediction: Prediction, n_present: int, label_ids: bool) -> str:
         parts.append(f"The captioner failed ({cap.error}); the scene was segmented without a caption.")
     if not label_ids:
         parts.append("Cityscapes label ids exist only for the Cityscapes and SYNTHIA class sets.")
+    parts += [f"**Warning:** {w}" for w in prediction.warnings]
     return " ".join(parts)
 
 
