@@ -47,6 +47,7 @@ from serving.backends.eager import EagerBackend
 from serving.backends.factory import BACKEND_NAMES, COMPILED_BACKENDS, artifact_stem, create_backend
 from serving.backends.onnx import ONNXRuntimeBackend
 from serving.backends.tensorrt import TensorRTBackend
+from serving.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.loading import default_class_set, load_serving_model, working_size_for
 
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     served = load_serving_model(args.checkpoint)
     h, w = working_size_for(served)
     size = (args.height or h, args.width or w)

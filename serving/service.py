@@ -46,6 +46,7 @@ from serving.http import (
     refuse_remote_files,
 )
 from serving.loading import verify_checkpoint
+from serving.logs import quiet_libraries
 from serving.memory import MemoryTrimmer
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, PredictRequest
 from serving.predictor import Predictor, PreparedRequest
@@ -63,6 +64,7 @@ FormText = Annotated[str | None, BeforeValidator(form_text)]
 # 504 and 429 get the service's JSON error shape (BentoML's run outside every service middleware).
 TIMEOUT_BACKSTOP_S = 30
 START_FAILURE_EXIT_CODE = 2
+quiet_libraries()  # the ONNX exporter's per-pass INFO lines, were a backend exported at start
 IMAGE_ENDPOINTS = ("/segment", "/caption")  # take the image as a multipart file field
 
 

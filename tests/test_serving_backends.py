@@ -375,3 +375,16 @@ def test_factory_names_and_helpers(graph):
     assert batch_buckets(8) == [1, 2, 4, 8] and batch_buckets(6) == [1, 2, 4, 6] and batch_buckets(1) == [1]
     with pytest.raises(ValueError):
         ShapeProfile(0, 256)
+
+
+def test_configured_logging_keeps_the_onnx_exporter_quiet_and_ours_at_info():
+    """`make demo` started with ~270 INFO lines of onnx_ir/onnxscript passes; now ours only."""
+    import logging
+
+    from serving.logs import configure_logging
+
+    configure_logging()
+    assert not logging.getLogger("onnxscript.optimizer._constant_folding").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("onnx_ir.passes.common.unused_removal").isEnabledFor(logging.INFO)
+    assert logging.getLogger("serving.compile").isEnabledFor(logging.INFO)
+    assert logging.getLogger("semidavil.ui").isEnabledFor(logging.INFO)

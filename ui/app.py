@@ -55,6 +55,7 @@ from serving.encode import label_png, labelid_png, overlay_png
 from serving.errors import InvalidImage, InvalidParameter, ServiceUnavailable, ServingError
 from serving.http import parse_alpha
 from serving.loading import trained_on_line
+from serving.logs import configure_logging
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, per_class_stats
 from serving.predictor import Predictor
 from ui.make_examples import EXAMPLES_DIR, load_examples
@@ -711,7 +712,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
         backend=args.backend,
