@@ -254,7 +254,11 @@ def test_kill_9_at_random_points_then_resume_ends_with_the_same_weights(bench, t
     """Two SIGKILLs at random (seeded) moments, each followed by a resume: the same final weights."""
     iters = 40  # long enough that a run cannot finish inside the random delay after its kill target
     straight = tiny_config(bench, tmp_path / "a", **{"optim.iters": iters})
-    assert _run(straight).returncode == 0
+    done = _run(straight)
+    assert done.returncode == 0
+    # no terminal: one progress line per log.every (1) step on stdout, with loss, speed and ETA
+    lines = [ln for ln in done.stdout.splitlines() if f"/{iters} loss " in ln]
+    assert len(lines) == iters and all(" it/s ETA " in ln and "coverage" in ln for ln in lines), lines[:3]
     expected = _final_weights(tmp_path / "a" / "t")
 
     killed = tiny_config(bench, tmp_path / "b", **{"optim.iters": iters})

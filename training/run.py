@@ -40,12 +40,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--fresh", action="store_true", help="delete the run folder's state and start from step 0")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train.log)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: a progress line every log.every steps on stdout instead (also without a terminal)",
+    )
     return p.parse_args(argv)
 
 
-def setup_logging(run_dir: Path, is_main: bool) -> None:
+def setup_logging(run_dir: Path, is_main: bool, console: bool) -> None:
+    """train.log on the main rank; with `console` the same lines on stdout too (every `log.every`
+    steps a progress line), for runs without a progress bar (--no-progress, or no terminal)."""
     handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log")] if is_main else []
+    if is_main and console:
+        handlers.append(logging.StreamHandler(sys.stdout))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers)
 
 
@@ -70,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     from training.trainer import Trainer
 
     barrier(info)
-    setup_logging(run_dir, info.is_main)
+    bar = not args.no_progress and sys.stderr.isatty()  # a bar only where someone watches it
+    setup_logging(run_dir, info.is_main, console=not bar)
     try:
-        trainer = Trainer(config, run_dir, info, progress=not args.no_progress)
+        trainer = Trainer(config, run_dir, info, progress=bar)
         trainer.resume_if_possible()
         report = trainer.train()
         if info.is_main and report:

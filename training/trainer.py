@@ -82,6 +82,16 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def progress_line(row: dict[str, float], total: int) -> str:
+    """'step 250/2000 loss 1.2345 sup 0.9 ct 0.3 coverage 0.41 lr 9.8e-04 0.61 it/s ETA 47:49'."""
+    parts = [f"step {int(row['step'])}/{total}"]
+    parts += [f"{k} {row[k]:.4g}" for k in ("loss", "sup", "ct", "coverage", "miou") if k in row]
+    parts.append(f"lr {row['lr']:.2e} {row['it_per_s']:.2f} it/s")
+    left = (total - row["step"]) / max(row["it_per_s"], 1e-9)
+    parts.append(f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}")
+    return " ".join(parts)
+
+
 class Trainer:
     """Owns models, data streams, optimizer and the run folder of one experiment."""
 
@@ -347,7 +357,7 @@ class Trainer:
         if self.info.is_main:
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
             self._append_csv(row)
-            log.info("step %d %s", step, {k: round(v, 5) for k, v in row.items() if k != "step"})
+            log.info("%s", progress_line(row, self.cfg["optim"]["iters"]))
 
     def _append_csv(self, row: dict[str, Any]) -> None:
         path = self.run_dir / "metrics.csv"
