@@ -48,6 +48,7 @@ from serving.http import (
 from serving.loading import verify_checkpoint
 from serving.logs import quiet_libraries
 from serving.memory import MemoryTrimmer
+from serving.metrics import record_prediction, record_request
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, PredictRequest
 from serving.predictor import Predictor, PreparedRequest
 from serving.settings import ServiceSettings
@@ -241,6 +242,7 @@ class SemiDAViLService:
         captioner; classes: 'cityscapes', 'synthia16', 'a, b, c' or a JSON list of prompts
         ('road|street' = one class with two prompts); output: json, label_png, labelid_png,
         overlay_png or color_png; alpha: overlay opacity in [0, 1]."""
+        out = "unknown"
         try:
             out, opacity = parse_output(output), parse_alpha(alpha)
             data = _read_upload(image, self.settings)
@@ -255,9 +257,14 @@ class SemiDAViLService:
             if isinstance(result, ServingError):  # the dispatcher's fallback is returned, not raised
                 raise result
             if isinstance(result, Response):  # a 500 from a failed forward
+                record_request(out, result.status_code)
                 return result
-            return await _to_thread(prediction_response, result, out, opacity)
+            response = await _to_thread(prediction_response, result, out, opacity)
+            record_prediction(result)
+            record_request(out, response.status_code)
+            return response
         except ServingError as err:
+            record_request(out, err.status)
             return error_response(err)
 
     @bentoml.api(route="/caption")

@@ -588,6 +588,13 @@ def test_metrics_count_requests_in_prometheus_text(http: httpx.Client, small_png
         == 0
     )
     assert metric_total(text, "bentoml_service_request_duration_seconds_count", endpoint="/segment") >= 3
+    # the service's own metrics (serving/metrics.py)
+    assert metric_total(text, "semidavil_segment_requests_total", output="json", status="200") >= 2
+    assert metric_total(text, "semidavil_segment_requests_total", output="unknown", status="422") >= 1
+    assert metric_total(text, "semidavil_segment_requests_total", status="415") >= 1
+    assert metric_total(text, "semidavil_stage_seconds_count", stage="forward") >= 2
+    assert metric_total(text, "semidavil_caption_source_total", source="caller") >= 2
+    assert metric_total(text, "semidavil_batch_size_bucket", le="+Inf") >= 2
 
 
 def test_demo_mounted_at_ui_loads_and_segments(http: httpx.Client, server: Server, scene_path: Path) -> None:
