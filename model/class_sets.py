@@ -57,6 +57,8 @@ SYNTHIA_ID_TO_TRAIN_ID: dict[int, int] = {
 
 # The 16-class SYNTHIA protocol: Cityscapes train ids kept, in output-channel order.
 SYNTHIA16_TRAIN_IDS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
+# SYNTHIA -> Cityscapes papers report mIoU13 beside mIoU16: the 16 classes without these three.
+MIOU13_EXCLUDED: tuple[str, ...] = ("wall", "fence", "pole")
 
 # Concept lists for concept-averaged class embeddings (SemiVL's Cityscapes lists; "skyscaper"
 # is spelled as in the original so that embeddings match published checkpoints).

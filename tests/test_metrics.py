@@ -229,3 +229,26 @@ def _single_miou(files: dict[str, Path], stem: str, corrupt: Corruption) -> floa
     cm = ConfusionMatrix(19)
     cm.update(corrupt(gt, files), gt)
     return cm.miou()
+
+
+def test_synthia_reports_carry_miou13_beside_miou16(tmp_path):
+    """mIoU13 = the 16-class mean without wall, fence and pole, hand-computed on a small case."""
+    from model.class_sets import CLASS_SETS
+    from training.evaluation.evaluate import write_report
+
+    names = list(CLASS_SETS["synthia16"].names)
+    cm = ConfusionMatrix(16)
+    target = np.arange(16).repeat(4)  # 4 pixels of every class
+    pred = target.copy()
+    pred[: 4 * 6] = np.where(np.arange(24) % 2 == 0, pred[:24], 0)  # classes 0..5: half right (0 absorbs)
+    cm.update(pred, target)
+    iou = cm.iou()
+    keep = [i for i, n in enumerate(names) if n not in ("wall", "fence", "pole")]
+    assert len(keep) == 13
+    report = write_report(cm, names, tmp_path, "eval")
+    assert report["miou"] == pytest.approx(100 * iou.mean())
+    assert report["miou13"] == pytest.approx(100 * iou[keep].mean())
+    assert report["miou13"] != pytest.approx(report["miou"])
+    assert "mIoU13" in (tmp_path / "eval.md").read_text()
+    cityscapes = write_report(ConfusionMatrix(19), list(CLASS_SETS["cityscapes"].names), tmp_path, "cs")
+    assert "miou13" not in cityscapes

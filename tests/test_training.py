@@ -326,3 +326,20 @@ def test_text_tower_trains_only_when_asked(bench, tmp_path, mode):
         now = trainer.frozen_class_embeds(trainer.student)
         assert not torch.allclose(now, trainer.class_embeds)  # recomputed, not the start-up cache
         assert trainer.embedder.embed_classes(trainer.prompts).requires_grad
+
+
+def test_consistency_normalisation_valid_vs_confident():
+    """Same CE on 1 confident of 4 valid pixels: 'valid' divides by 4, 'confident' by 1."""
+    from training.trainer import consistency_loss
+
+    logits = torch.zeros(1, 19, 2, 2)  # uniform: CE = log(19) everywhere
+    pseudo = torch.zeros(1, 2, 2, dtype=torch.long)
+    conf = torch.tensor([[[0.99, 0.5], [0.5, 0.5]]])
+    valid = torch.ones(1, 2, 2, dtype=torch.bool)
+    by_valid, coverage = consistency_loss(logits, pseudo, conf, valid, 0.95, "valid")
+    by_confident, coverage2 = consistency_loss(logits, pseudo, conf, valid, 0.95, "confident")
+    assert coverage == coverage2 == pytest.approx(0.25)
+    assert by_valid.item() == pytest.approx(np.log(19) / 4, rel=1e-6)
+    assert by_confident.item() == pytest.approx(np.log(19), rel=1e-6)
+    with pytest.raises(ValueError, match="ct_normalize"):
+        consistency_loss(logits, pseudo, conf, valid, 0.95, "pixels")

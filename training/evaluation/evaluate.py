@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.class_sets import CLASS_SETS, MIOU13_EXCLUDED
 from model.inference import slide_inference, whole_inference
 from model.preprocess import numpy_to_model_input
 from model.segmentor import SemiDAViL
@@ -78,9 +79,22 @@ def write_report(cm: ConfusionMatrix, class_names: list[str], out_dir: Path, tag
     """Write `<tag>.md` (per-class IoU table) and `<tag>.json`; returns the JSON dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = cm.to_json(class_names)
+    markdown = cm.to_markdown(class_names)
+    keep13 = miou13_classes(class_names)
+    if keep13 is not None:  # SYNTHIA: mIoU16 (report["miou"]) and mIoU13 side by side
+        miou13 = cm.miou(keep13)
+        report["miou13"] = None if np.isnan(miou13) else miou13
+        markdown += f"\n| **mIoU13** (no {', '.join(MIOU13_EXCLUDED)}) | **{'n/a' if np.isnan(miou13) else f'{miou13:.2f}'}** |"
     (out_dir / f"{tag}.json").write_text(json.dumps(report, indent=2))
-    (out_dir / f"{tag}.md").write_text(cm.to_markdown(class_names) + "\n")
+    (out_dir / f"{tag}.md").write_text(markdown + "\n")
     return report
+
+
+def miou13_classes(class_names: list[str]) -> list[int] | None:
+    """Channel indices of the mIoU13 classes when `class_names` is the SYNTHIA 16-class set, else None."""
+    if tuple(class_names) != CLASS_SETS["synthia16"].names:
+        return None
+    return [i for i, name in enumerate(class_names) if name not in MIOU13_EXCLUDED]
 
 
 def main(argv: list[str] | None = None) -> None:
