@@ -20,13 +20,18 @@ CONV_SKIPS = (None, "resnet101", "resnet18", "stem")
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """CLIP ViT tower: `layers` blocks of `width` channels on `patch_size` patches."""
+    """CLIP ViT tower: `layers` blocks of `width` channels on `patch_size` patches.
+
+    `imagenet_layout`: the timm/ImageNet ViT's layout instead of CLIP's (no pre-LayerNorm, LayerNorm
+    eps 1e-6, exact GELU), so an ImageNet ViT's weights load exactly (`model.imagenet`).
+    """
 
     layers: int = 12
     width: int = 768
     patch_size: int = 16
     head_width: int = 64
     mlp_ratio: float = 4.0
+    imagenet_layout: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ every config here sets.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def build_clip(cfg: ModelConfig) -> nn.Module:
         "patch_size": vision.patch_size,
         "head_width": vision.head_width,
         "mlp_ratio": vision.mlp_ratio,
+        "no_ln_pre": vision.imagenet_layout,
     }
     text = cfg.clip.text
     text_cfg = {
@@ -44,7 +46,20 @@ def build_clip(cfg: ModelConfig) -> nn.Module:
         "heads": text.heads,
         "layers": text.layers,
     }
-    return open_clip.CLIP(cfg.clip.embed_dim, vision_cfg, text_cfg, quick_gelu=cfg.clip.quick_gelu)
+    clip = open_clip.CLIP(cfg.clip.embed_dim, vision_cfg, text_cfg, quick_gelu=cfg.clip.quick_gelu)
+    if vision.imagenet_layout:
+        to_imagenet_layout(clip.visual)
+    return clip
+
+
+def to_imagenet_layout(visual: nn.Module) -> None:
+    """timm's ViT numerics in an open_clip visual tower: LayerNorm eps 1e-6 and exact GELU (the
+    pre-LayerNorm is already left out by `no_ln_pre`)."""
+    for module in visual.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = 1e-6
+    for block in visual.transformer.resblocks:
+        block.mlp.gelu = nn.GELU()
 
 
 def resolve_pretrained(cfg: ModelConfig, pretrained: str) -> str:
@@ -80,9 +95,23 @@ def load_clip_weights(clip: nn.Module, cfg: ModelConfig, pretrained: str) -> Non
     if cfg.vlp:
         open_clip.load_checkpoint(clip, path, strict=True)
         return
+    # "w/o VLP": only the text side comes from CLIP. The file is read into a CLIP of the standard
+    # layout (strict keys), whose non-visual weights are copied over: the visual tower may have
+    # another layout (imagenet_layout) and stays as it is.
+    standard = dataclasses.replace(
+        cfg,
+        clip=dataclasses.replace(
+            cfg.clip, vision=dataclasses.replace(cfg.clip.vision, imagenet_layout=False)
+        ),
+    )
+    donor = build_clip(standard) if cfg.clip.vision.imagenet_layout else clip
     visual_state = {k: v.clone() for k, v in clip.visual.state_dict().items()}
-    open_clip.load_checkpoint(clip, path, strict=True)
-    clip.visual.load_state_dict(visual_state)  # "w/o VLP": visual tower not from CLIP
+    open_clip.load_checkpoint(donor, path, strict=True)
+    text_state = {k: v for k, v in donor.state_dict().items() if not k.startswith("visual.")}
+    result = clip.load_state_dict(text_state, strict=False)
+    if result.unexpected_keys or any(not k.startswith("visual.") for k in result.missing_keys):
+        raise RuntimeError(f"{path}: text weights do not fit ({result})")
+    clip.visual.load_state_dict(visual_state)
 
 
 def load_visual_weights(clip: nn.Module, path: str | Path) -> None:
@@ -118,8 +147,10 @@ def create_model(
         (.bin/.pt/.safetensors, open_clip or OpenAI layout). SemiDAViL checkpoints are loaded with
         `model.checkpoint.load_model` instead.
     finetune: override the config's ViT fine-tuning rule ("spatial", "full", "frozen").
-    visual_pretrained: with `vlp=False` only, a weights file whose visual tower replaces the
-        random one (a vision-only pre-training: the "w/o VLP" rows' ImageNet-style encoder).
+    visual_pretrained: with `vlp=False` only, the visual tower's weights instead of random ones:
+        an open_clip weights file (a vision-only pre-training, `training.pretrain --objective
+        vision`) or `timm:<name>` / `timm:<name>=<file>`, an ImageNet ViT through timm
+        (`model.imagenet`; the config needs `clip.vision.imagenet_layout`): the paper's "w/o VLP".
     """
     cfg = name if isinstance(name, ModelConfig) else get_model_config(name)
     clip = build_clip(cfg)
@@ -130,7 +161,12 @@ def create_model(
             raise ValueError(
                 "visual_pretrained is for vlp=False models (w/o VLP); with VLP the visual tower is CLIP's"
             )
-        load_visual_weights(clip, visual_pretrained)
+        if str(visual_pretrained).startswith("timm:"):
+            from model.imagenet import load_timm_visual
+
+            load_timm_visual(clip, str(visual_pretrained))
+        else:
+            load_visual_weights(clip, visual_pretrained)
     visual = DenseClipVisual(clip.visual, cfg.skip_layers)
     model = SemiDAViL(cfg, SegmentationGraph(visual, cfg), ClipTextEncoder(clip))
     set_finetune(model.seg.visual, finetune or (cfg.finetune if cfg.vlp else "full"))

@@ -87,7 +87,8 @@ def infer_config(path: str | Path) -> ModelConfig:
         cfg = get_model_config(name)
         v = cfg.clip.vision
         if (
-            shapes["visual.conv1.weight"] == (v.width, 3, v.patch_size, v.patch_size)
+            not v.imagenet_layout
+            and shapes["visual.conv1.weight"] == (v.width, 3, v.patch_size, v.patch_size)
             and shapes["token_embedding.weight"] == (cfg.clip.text.vocab_size, cfg.clip.text.width)
             and shapes["text_projection"] == (cfg.clip.text.width, cfg.clip.embed_dim)
             and layers == v.layers
