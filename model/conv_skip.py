@@ -11,6 +11,8 @@ cost more than the whole rest of the network.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -28,6 +30,7 @@ class ResNetSkip(nn.Module):
         import torchvision
 
         net = getattr(torchvision.models, arch)(weights=None)
+        self.arch = arch
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1 = net.layer1
         self.out_channels = 64 * type(net.layer1[-1]).expansion
@@ -39,6 +42,18 @@ class ResNetSkip(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images * self.scale.to(images.dtype) + self.shift.to(images.dtype)
         return self.layer1(self.stem(x))
+
+    def load_imagenet(self, spec: str) -> None:
+        """ImageNet weights for the stem and layer1 from a torchvision ResNet state dict (strict on
+        those keys; layer2-4 and fc are not used): `spec` is a file (.pth/.pt/.safetensors) or
+        `torchvision[:<weights enum name>]` (torchvision's resolver; offline it fails at once)."""
+        state = _resnet_state(self.arch, spec)
+        mapping = {"conv1.": "stem.0.", "bn1.": "stem.1.", "layer1.": "layer1."}
+        ours = {mapping[p] + k[len(p) :]: v for k, v in state.items() for p in mapping if k.startswith(p)}
+        try:
+            self.load_state_dict(ours, strict=True)
+        except RuntimeError as err:
+            raise RuntimeError(f"{spec}: not {self.arch} ImageNet weights ({err})") from err
 
 
 class ConvStemSkip(nn.Module):
@@ -62,6 +77,33 @@ class ConvStemSkip(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(images)
+
+
+def _resnet_state(arch: str, spec: str) -> dict[str, torch.Tensor]:
+    from model.factory import PretrainedWeightsUnavailable
+
+    if spec.startswith("torchvision"):
+        import torchvision
+
+        tag = spec.partition(":")[2] or "IMAGENET1K_V1"
+        weights = torchvision.models.get_weight(
+            f"{torchvision.models.get_model_weights(arch).__name__}.{tag}"
+        )
+        try:
+            return weights.get_state_dict(progress=False)
+        except Exception as err:  # offline: URLError and friends
+            raise PretrainedWeightsUnavailable(
+                f"torchvision {arch} {tag} weights are not in the torch hub cache and cannot be downloaded "
+                f"({type(err).__name__}); fetch {weights.url} on a connected machine and pass its path "
+                "as model.conv_skip_weights"
+            ) from err
+    if not Path(spec).is_file():
+        raise PretrainedWeightsUnavailable(f"conv skip weights file not found: {spec}")
+    if spec.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(spec)
+    return torch.load(spec, map_location="cpu", weights_only=True)
 
 
 def build_conv_skip(name: str) -> nn.Module:

@@ -139,6 +139,7 @@ def create_model(
     pretrained: str | Path | None = None,
     finetune: str | None = None,
     visual_pretrained: str | Path | None = None,
+    conv_skip_weights: str | Path | None = None,
 ) -> SemiDAViL:
     """Build a SemiDAViL model.
 
@@ -151,6 +152,8 @@ def create_model(
         an open_clip weights file (a vision-only pre-training, `training.pretrain --objective
         vision`) or `timm:<name>` / `timm:<name>=<file>`, an ImageNet ViT through timm
         (`model.imagenet`; the config needs `clip.vision.imagenet_layout`): the paper's "w/o VLP".
+    conv_skip_weights: ImageNet weights of a ResNet conv skip (`conv_skip: resnet101`): a torchvision
+        state-dict file or `torchvision[:IMAGENET1K_V2]`.
     """
     cfg = name if isinstance(name, ModelConfig) else get_model_config(name)
     clip = build_clip(cfg)
@@ -169,5 +172,12 @@ def create_model(
             load_visual_weights(clip, visual_pretrained)
     visual = DenseClipVisual(clip.visual, cfg.skip_layers)
     model = SemiDAViL(cfg, SegmentationGraph(visual, cfg), ClipTextEncoder(clip))
+    if conv_skip_weights is not None:
+        skip = model.seg.conv_skip
+        if not hasattr(skip, "load_imagenet"):
+            raise ValueError(
+                f"conv_skip_weights needs a ResNet conv skip; {cfg.name} has conv_skip {cfg.conv_skip!r}"
+            )
+        skip.load_imagenet(str(conv_skip_weights))
     set_finetune(model.seg.visual, finetune or (cfg.finetune if cfg.vlp else "full"))
     return model

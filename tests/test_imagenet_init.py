@@ -98,3 +98,29 @@ def test_text_tower_still_loads_from_clip_weights_with_the_imagenet_layout(tmp_p
     model = create_model(cfg, pretrained=path)
     assert torch.equal(model.text.token_embedding.weight, donor.token_embedding.weight)
     assert isinstance(model.seg.visual.ln_pre, torch.nn.Identity)
+
+
+def test_resnet_conv_skip_loads_imagenet_weights_from_a_file(tmp_path):
+    """Random torchvision ResNet-18 weights in a file: stem + layer1 load strictly and compute
+    torchvision's own stem + layer1 on the re-normalised input."""
+    import torchvision
+
+    from model.conv_skip import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(1)
+    net = torchvision.models.resnet18(weights=None).eval()
+    path = tmp_path / "resnet18.pth"
+    torch.save(net.state_dict(), path)
+    cfg = dataclasses.replace(get_model_config("semidavil-tiny"), skip_layers=(2,), conv_skip="resnet18")
+    model = create_model(cfg, conv_skip_weights=path).eval()
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ours = model.seg.conv_skip(numpy_to_model_input([pixels]))
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+        x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        theirs = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+    with pytest.raises(PretrainedWeightsUnavailable, match="not found"):
+        create_model(cfg, conv_skip_weights=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="ResNet conv skip"):
+        create_model("semidavil-tiny", conv_skip_weights=path)

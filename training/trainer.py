@@ -62,6 +62,7 @@ def build_student(config: dict[str, Any]) -> SemiDAViL:
         pretrained=mc["pretrained"],
         finetune=mc["finetune"] if mc["vlp"] else "full",
         visual_pretrained=mc["visual_pretrained"],
+        conv_skip_weights=mc["conv_skip_weights"],
     )
     if mc["init_checkpoint"]:
         init, _ = load_model(mc["init_checkpoint"])
