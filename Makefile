@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-browser test lint check test-all bench bench-quick profile results reliability serve demo
+.PHONY: setup setup-browser test lint check test-all bench bench-quick profile results reliability serve demo gpu-check gpu-wheels
 
 STAMP := $(VENV)/.installed
 
@@ -36,6 +36,18 @@ bench:            ## the whole benchmark suite -> BENCHMARKS.md (make bench-quic
 
 bench-quick:      ## the suite on the tiny model at small sizes (numbers not for comparison)
 	$(BIN)/python bench/run_all.py --quick $(BENCH_ARGS)
+
+# The GPU host has its own torch and no package registry: gpu-check runs on the venv's Python when
+# there is one, else on the host's, installing what it lacks from WHEELS (made here by gpu-wheels).
+GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
+GPU_WHEELS ?= wheels/gpu
+
+gpu-check:        ## one prepared GPU measurement -> BENCHMARKS.md "gpu-check" (DRY_RUN=1: CPU rehearsal, < 2 min)
+	$(GPU_PY) bench/gpu_check.py $(if $(DRY_RUN),--dry-run) $(if $(WHEELS),--wheels $(WHEELS))
+
+gpu-wheels: $(STAMP) ## wheels (Python 3.12, no deps) of what gpu-check needs beyond torch, into $(GPU_WHEELS)
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+	  -d $(GPU_WHEELS) $$($(BIN)/python -c "from bench.gpu_check import GPU_HOST_PACKAGES as p; print(' '.join(p))")
 
 profile:          ## bench/model_profile.py -> BENCHMARKS.md
 	$(BIN)/python bench/model_profile.py
