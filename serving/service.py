@@ -67,6 +67,7 @@ TIMEOUT_BACKSTOP_S = 30
 START_FAILURE_EXIT_CODE = 2
 quiet_libraries()  # the ONNX exporter's per-pass INFO lines, were a backend exported at start
 IMAGE_ENDPOINTS = ("/segment", "/caption")  # take the image as a multipart file field
+UI_PATH = "/ui"  # where the demo is mounted
 
 
 def _refuse_to_start(problem: str) -> NoReturn:
@@ -130,10 +131,10 @@ def _ui_app() -> Any:
     except ImportError as err:  # a serving image built without the UI extra
         logger.warning("Gradio UI not mounted: %s", err)
         return Starlette()
-    return build_ui_asgi(_ui_predictor, max_file_size=SETTINGS.limits.max_body_bytes)
+    return build_ui_asgi(_ui_predictor, max_file_size=SETTINGS.limits.max_body_bytes, root_path=UI_PATH)
 
 
-@bentoml.asgi_app(_ui_app(), path="/ui")
+@bentoml.asgi_app(_ui_app(), path=UI_PATH)
 @bentoml.asgi_app(model_app, path="/model")
 @bentoml.service(
     name="semidavil",

@@ -597,6 +597,52 @@ def test_metrics_count_requests_in_prometheus_text(http: httpx.Client, small_png
     assert metric_total(text, "semidavil_batch_size_bucket", le="+Inf") >= 2
 
 
+def test_browser_on_the_mounted_demo_loads_examples_segments_and_downloads(
+    server: Server, tmp_path: Path
+) -> None:
+    """Headless Chromium on /ui/ of the real BentoML server: an example's image loads (its file URL
+    carries the mount path), segmenting works, and the label PNG download is served."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser import browser_or_skip
+    from ui.make_examples import load_examples
+
+    browser = browser_or_skip()
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    try:
+        wait = WebDriverWait(browser, 120)
+        browser.get(server.url + "/ui/")
+        path, _ = load_examples()[0]
+        label = Path(path).stem.replace("_", " ")
+        wait.until(ec.element_to_be_clickable((By.XPATH, f"//button[normalize-space()='{label}']"))).click()
+        shown = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#sd-input img")))
+        wait.until(lambda b: b.execute_script("return arguments[0].complete", shown))
+        src = shown.get_attribute("src")
+        assert browser.execute_script("return arguments[0].naturalWidth", shown) > 0, (
+            src
+        )  # not a broken image
+        assert "/ui/" in src, src
+        browser.find_element(By.CSS_SELECTOR, "#sd-segment").click()
+        overlay = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#sd-overlay img")))
+        wait.until(
+            lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay)
+        )
+        assert "Caption source: caller" in browser.find_element(By.CSS_SELECTOR, "#sd-status").text
+        browser.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
+        button = "//button[contains(normalize-space(), 'Label map PNG (train ids)')]"
+        wait.until(ec.element_to_be_clickable((By.XPATH, button))).click()
+        wait.until(lambda _: [f for f in downloads.iterdir() if f.suffix == ".png"])
+        saved = next(f for f in downloads.iterdir() if f.suffix == ".png")
+        assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", saved
+    finally:
+        browser.quit()
+
+
 def test_demo_mounted_at_ui_loads_and_segments(http: httpx.Client, server: Server, scene_path: Path) -> None:
     """One process serves API and UI: the Gradio page under /ui answers and runs a real segmentation."""
     from gradio_client import Client, handle_file

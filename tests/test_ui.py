@@ -6,7 +6,6 @@ All on semidavil-tiny with random weights and the real Cityscapes fixture image 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
@@ -25,6 +24,7 @@ from PIL import Image
 from model.class_sets import CLASS_SETS, TRAIN_ID_TO_LABEL_ID
 from serving.decode import Limits
 from serving.predictor import Predictor
+from tests.browser import browser_or_skip, full_page_png
 from tests.conftest import CITYSCAPES_FIXTURES, ROOT
 from ui.app import (
     SceneOutputs,
@@ -370,49 +370,12 @@ def test_asgi_app_mounted_under_ui(predictor, fixture_image):
 # A real browser: headless Chromium driven by Selenium
 
 
-def _browser_or_skip():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip(
-            "browser test needs the Debian packages chromium and chromium-driver: `make setup-browser`"
-        )
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("browser test needs the Python package selenium (pip install selenium==4.51.0)")
-    options = Options()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1440,1500",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # nothing but loopback
-    ):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
-
-
-def full_page_png(browser) -> bytes:
-    """A screenshot of the whole page, not just the window (Chrome DevTools protocol)."""
-    size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 6000), "scale": 1}
-    shot = browser.execute_cdp_cmd(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
-    )
-    return base64.b64decode(shot["data"])
-
-
 def test_browser_upload_and_segment(launched, fixture_image, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser = _browser_or_skip()
+    browser = browser_or_skip()
     try:
         wait = WebDriverWait(browser, 90)
         browser.get(launched.local_url)

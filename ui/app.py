@@ -655,15 +655,20 @@ def app_kwargs(predictor: PredictorSource, max_file_size: int | None = None) -> 
     }
 
 
-def build_ui_asgi(predictor: PredictorSource, max_file_size: int | None = None) -> FastAPI:
+def build_ui_asgi(
+    predictor: PredictorSource, max_file_size: int | None = None, root_path: str | None = None
+) -> FastAPI:
     """The demo as an ASGI app serving at its own root, for `@bentoml.asgi_app(app, path="/ui")`.
 
     (`bentoml.gradio.mount_gradio_app` gives a 500 on GET /ui/ with Gradio 6; this is the verified
     workaround.) `predictor` may be a callable returning the service's predictor, or None while it
-    loads.
+    loads. `root_path`: the path the app is mounted at ("/ui"), which Gradio must put in front of
+    the URLs it hands the browser (example files, uploads, downloads); without it they pointed at
+    /gradio_api/file=... on the API server and 404ed.
     """
     demo = build_demo(predictor)
-    return gr.mount_gradio_app(FastAPI(), demo, path="/", **app_kwargs(predictor, max_file_size))
+    kwargs = app_kwargs(predictor, max_file_size)
+    return gr.mount_gradio_app(FastAPI(), demo, path="/", root_path=root_path, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------
