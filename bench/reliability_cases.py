@@ -265,7 +265,8 @@ def _cases() -> list[Case]:
     many = ", ".join(f"class {i}" for i in range(MAX_CLASSES))
     return [
         # ---- bodies that are not images
-        Case("empty_body", "POST /segment with no body at all", lambda: Request(), 422, "invalid_parameter"),
+        Case("empty_body", "POST /segment with no body at all (not multipart)", lambda: Request(), 415,
+             "unsupported_media_type"),
         Case("empty_image", "an image part of 0 bytes", _image(lambda: b""), 422, "invalid_image"),
         Case("non_image_bytes", "64 random bytes as the image", _image(lambda: bytes(range(7, 71))), 415,
              "unsupported_media_type"),
@@ -333,10 +334,10 @@ def _cases() -> list[Case]:
         Case("jpeg_labelled_png", "a JPEG whose part says image/png",
              lambda: multipart_request(jpeg, {"output": "label_png"}, filename=b"x.png"), 200, size=(48, 64)),
         Case("raw_png_body", "the PNG as the whole body, Content-Type image/png (not multipart)",
-             lambda: Request("/segment", small, {"content-type": "image/png"}), 422, "invalid_parameter"),
+             lambda: Request("/segment", small, {"content-type": "image/png"}), 415, "unsupported_media_type"),
         Case("form_urlencoded", "an urlencoded form instead of multipart",
              lambda: Request("/segment", b"image=abc&output=json",
-                             {"content-type": "application/x-www-form-urlencoded"}), 422, "invalid_parameter"),
+                             {"content-type": "application/x-www-form-urlencoded"}), 415, "unsupported_media_type"),
         # ---- parameters
         Case("classes_empty_list", "classes = [] (empty custom list)", _with(classes="[]"), 422,
              "invalid_parameter"),

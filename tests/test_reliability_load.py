@@ -34,7 +34,11 @@ def test_100_mixed_requests_at_concurrency_16(server: Server) -> None:
     result = run_load(server.url, plan(100, seed=3), CONCURRENCY)
     assert result.count == 100
     assert result.statuses[200] >= 70, result.statuses
-    assert set(result.statuses) <= {200, 415, 422}, result.statuses
+    assert set(result.statuses) <= {200, 415, 422, 503}, result.statuses
+    # 503 only from /caption: this server has no captioner, and /caption says so
+    assert all(503 not in counts or label == "caption" for label, counts in result.by_kind.items()), (
+        result.by_kind
+    )
     _assert_healthy(server, result)
 
 

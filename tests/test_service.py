@@ -484,13 +484,13 @@ ERROR_CASES: dict[str, tuple[Callable[[], dict[str, Any]], int, str]] = {
     "labelid_with_custom_classes": (_png_with(classes="road, sky", output="labelid_png"), 422, "invalid_parameter"),
     "caption_too_long": (_png_with(caption="x" * 2001), 422, "invalid_parameter"),
     "missing_image_field": (lambda: {"files": {"other": ("a.png", _png(), "image/png")}}, 422, "invalid_parameter"),
-    "no_body": (lambda: {}, 422, "invalid_parameter"),
+    "no_body": (lambda: {}, 415, "unsupported_media_type"),  # not multipart: said before parsing
     "image_as_text_field": (lambda: {"files": {"caption": (None, "x")}, "data": {"image": "hello"}}, 422, "invalid_parameter"),
-    "json_body_with_base64": (lambda: {"json": {"image": base64.b64encode(_png()).decode()}}, 422, "invalid_parameter"),
+    "json_body_with_base64": (lambda: {"json": {"image": base64.b64encode(_png()).decode()}}, 415, "unsupported_media_type"),
     "malformed_json_body": (
         lambda: {"content": b"{not json", "headers": {"content-type": "application/json"}},
-        422,
-        "invalid_parameter",
+        415,
+        "unsupported_media_type",
     ),
 }  # fmt: skip
 
