@@ -54,7 +54,7 @@ ROWS = (
     Row("source_only", "source only", (0,)),
     Row("target_only", "target only (same 8 labels)", (0, 1)),
     Row("ct_dyce", "CT + DyCE", (0,)),
-    Row("full", "full (CT + DyCE + DLG)", (0, 1)),
+    Row("full", "full (CT + DyCE + VLP + DLG)", (0, 1)),
 )
 ROW_KEYS = tuple(r.key for r in ROWS)
 
