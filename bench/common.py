@@ -368,3 +368,13 @@ def training_command(config: str | Path, sets: Sequence[str]) -> list[str]:
     for item in sets:
         cmd += ["--set", item]
     return [*cmd, "--no-progress"]
+
+
+def ensure_pretrained(model: str, out: Path, *options: str) -> Path:
+    """`<out>/clip.safetensors`, running `python -m training.pretrain --model <model> --out <out>
+    <options>` first when it is missing (the mini-VLP; it resumes an interrupted run)."""
+    weights = out / "clip.safetensors"
+    if not weights.is_file():
+        cmd = [sys.executable, "-m", "training.pretrain", "--model", model, "--out", str(out), *options]
+        subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
+    return weights

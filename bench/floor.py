@@ -27,18 +27,31 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def matmul_throughput(
-    sizes: Sequence[int], precisions: Sequence[str], repeats: int, warmup: int, seed: int = 0
+    sizes: Sequence[int],
+    precisions: Sequence[str],
+    repeats: int,
+    warmup: int,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """FLOP/s of torch.mm per precision and size; `best` per precision is the max over sizes (medians)."""
+    """FLOP/s of torch.mm per precision and size; `best` per precision is the max over sizes (medians).
+
+    On CUDA each call is timed to the end of its kernel (synchronised)."""
     g = torch.Generator().manual_seed(seed)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     runs = []
     for precision in precisions:
         dtype = DTYPES[precision]
         for n in sizes:
-            a = torch.randn(n, n, generator=g).to(dtype)
-            b = torch.randn(n, n, generator=g).to(dtype)
-            out = torch.empty(n, n, dtype=dtype)
-            stat = median_time(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), repeats, warmup)
+            a = torch.randn(n, n, generator=g).to(device, dtype)
+            b = torch.randn(n, n, generator=g).to(device, dtype)
+            out = torch.empty(n, n, dtype=dtype, device=device)
+
+            def mm(a: torch.Tensor = a, b: torch.Tensor = b, out: torch.Tensor = out) -> None:
+                torch.mm(a, b, out=out)
+                sync()
+
+            stat = median_time(mm, repeats, warmup)
             flops = 2 * n**3
             runs.append(
                 {

@@ -85,21 +85,11 @@ def _sync(device: str) -> Callable[[], None]:
 
 
 def matmul_peak(device: str, sizes: Sequence[int], repeats: int) -> dict[str, float]:
-    """Best measured TFLOP/s of torch.mm per precision over `sizes` on `device`."""
-    import torch
+    """Best measured TFLOP/s of torch.mm per precision over `sizes` on `device` (bench/floor.py)."""
+    from bench.floor import matmul_throughput
 
-    from bench.common import median_time
-
-    sync, out = _sync(device), {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        best = 0.0
-        for n in sizes:
-            a = torch.randn(n, n, device=device, dtype=dtype)
-            b = torch.randn(n, n, device=device, dtype=dtype)
-            stat = median_time(lambda a=a, b=b: (torch.mm(a, b), sync()), repeats, 1)
-            best = max(best, 2 * n**3 / stat["median"] / 1e12)
-        out[name] = best
-    return out
+    best = matmul_throughput(sizes, ("fp32", "bf16"), repeats, 1, device=device)["best"]
+    return {precision: b["flops_per_s"] / 1e12 for precision, b in best.items()}
 
 
 def plain_tower(config: str, size: tuple[int, int], batch: int, device: str, repeats: int) -> dict[str, Any]:

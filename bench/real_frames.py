@@ -30,7 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import format_machine, machine_info, markdown_table, training_command, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    ensure_pretrained,
+    format_machine,
+    machine_info,
+    markdown_table,
+    training_command,
+    write_section,
+)
 from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE, _fmt, _mean  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
@@ -84,10 +91,7 @@ VLP_RUN = ROOT / "runs" / "vlp-small"
 
 def ensure_towers(out: Path = VLP_RUN) -> None:
     """The rows' pre-trained towers (model.pretrained in real_base.yaml): run the mini-VLP once."""
-    if (out / "clip.safetensors").is_file():
-        return
-    cmd = [sys.executable, "-m", "training.pretrain", "--model", "semidavil-small", "--out", str(out)]
-    subprocess.run([*cmd, "--val-size", "256", "512"], check=True, cwd=ROOT)
+    ensure_pretrained("semidavil-small", out, "--val-size", "256", "512")
 
 
 def run_order(keys: list[str]) -> list[tuple[Row, int]]:

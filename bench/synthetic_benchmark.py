@@ -28,7 +28,14 @@ NOTES = ROOT / "bench" / "synthetic_benchmark_notes.md"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import format_machine, machine_info, markdown_table, training_command, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    ensure_pretrained,
+    format_machine,
+    machine_info,
+    markdown_table,
+    training_command,
+    write_section,
+)
 
 RESULTS_TITLE = "# Results"
 RESULTS_INTRO = (
@@ -92,9 +99,7 @@ def ensure_data(data: Path) -> dict[str, Any]:
 def ensure_towers() -> None:
     """Pre-train the rows' towers once (`model.pretrained` / `model.visual_pretrained` of the rows)."""
     for objective, out in TOWERS.items():
-        if not (out / "clip.safetensors").is_file():
-            cmd = [sys.executable, "-m", "training.pretrain", "--model", "semidavil-tiny"]
-            subprocess.run([*cmd, "--objective", objective, "--out", str(out)], check=True, cwd=ROOT)
+        ensure_pretrained("semidavil-tiny", out, "--objective", objective)
 
 
 def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:

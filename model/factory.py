@@ -95,23 +95,20 @@ def load_clip_weights(clip: nn.Module, cfg: ModelConfig, pretrained: str) -> Non
     if cfg.vlp:
         open_clip.load_checkpoint(clip, path, strict=True)
         return
-    # "w/o VLP": only the text side comes from CLIP. The file is read into a CLIP of the standard
-    # layout (strict keys), whose non-visual weights are copied over: the visual tower may have
-    # another layout (imagenet_layout) and stays as it is.
-    standard = dataclasses.replace(
-        cfg,
-        clip=dataclasses.replace(
-            cfg.clip, vision=dataclasses.replace(cfg.clip.vision, imagenet_layout=False)
-        ),
-    )
-    donor = build_clip(standard) if cfg.clip.vision.imagenet_layout else clip
-    visual_state = {k: v.clone() for k, v in clip.visual.state_dict().items()}
+    if not cfg.clip.vision.imagenet_layout:  # "w/o VLP": only the text side comes from CLIP
+        visual_state = {k: v.clone() for k, v in clip.visual.state_dict().items()}
+        open_clip.load_checkpoint(clip, path, strict=True)
+        clip.visual.load_state_dict(visual_state)
+        return
+    # A visual tower in the ImageNet layout cannot take CLIP's visual keys: the file is read into a
+    # CLIP of the standard layout (strict keys), and its text side is copied over.
+    vision = dataclasses.replace(cfg.clip.vision, imagenet_layout=False)
+    donor = build_clip(dataclasses.replace(cfg, clip=dataclasses.replace(cfg.clip, vision=vision)))
     open_clip.load_checkpoint(donor, path, strict=True)
     text_state = {k: v for k, v in donor.state_dict().items() if not k.startswith("visual.")}
     result = clip.load_state_dict(text_state, strict=False)
     if result.unexpected_keys or any(not k.startswith("visual.") for k in result.missing_keys):
         raise RuntimeError(f"{path}: text weights do not fit ({result})")
-    clip.visual.load_state_dict(visual_state)
 
 
 def load_visual_weights(clip: nn.Module, path: str | Path) -> None:

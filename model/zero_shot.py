@@ -73,16 +73,16 @@ def infer_config(path: str | Path) -> ModelConfig:
     """The registered config of a CLIP weights file: its mini-VLP metadata, else matching shapes."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
+        if PRETRAIN_KEY in meta:
+            return get_model_config(json.loads(meta[PRETRAIN_KEY])["config"]["model"])
         shapes = {
-            k: tuple(f.get_slice(k).get_shape()) for k in ("visual.conv1.weight", "token_embedding.weight")
+            k: tuple(f.get_slice(k).get_shape())
+            for k in ("visual.conv1.weight", "token_embedding.weight", "text_projection")
         }
-        shapes["text_projection"] = tuple(f.get_slice("text_projection").get_shape())
         names = list(f.keys())
     layers = sum(
         1 for k in names if k.startswith("visual.transformer.resblocks.") and k.endswith(".ln_1.weight")
     )
-    if PRETRAIN_KEY in meta:
-        return get_model_config(json.loads(meta[PRETRAIN_KEY])["config"]["model"])
     for name in list_models():
         cfg = get_model_config(name)
         v = cfg.clip.vision
@@ -97,9 +97,8 @@ def infer_config(path: str | Path) -> ModelConfig:
     raise ValueError(f"{path}: CLIP weights of no registered model config ({', '.join(list_models())})")
 
 
-def zero_shot_model(path: str | Path, config: str | ModelConfig | None = None) -> SemiDAViL:
+def zero_shot_model(path: str | Path) -> SemiDAViL:
     """A SemiDAViL whose `seg` is the zero-shot graph over the towers of a CLIP weights file (eval)."""
-    cfg = infer_config(path) if config is None else config
-    model = create_model(cfg, pretrained=path)
+    model = create_model(infer_config(path), pretrained=path)
     model.seg = ZeroShotGraph(model.seg.visual)
     return model.eval()

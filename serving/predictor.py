@@ -416,11 +416,7 @@ class Predictor:
 
     def captioner_status(self) -> dict[str, Any]:
         """{"name", "available": bool, "reason": why not (None when available)} of the captioner."""
-        name = (
-            "none"
-            if self.captioner is None
-            else getattr(self.captioner, "kind", type(self.captioner).__name__)
-        )
+        name = getattr(self.captioner, "kind", type(self.captioner).__name__)
         if self.captioner is None or name == "none":
             return {"name": "none", "available": False, "reason": "no captioner configured"}
         reason = self._captioner_unavailable

@@ -169,13 +169,7 @@ class SemiDAViLService:
             logger.warning("SEMIDAVIL_FAULTS=%r: fault injection is on (tests only)", SETTINGS.faults)
             if FAULTS.captioner:
                 self.predictor.set_captioner(faulty_captioner(FAULTS))
-        captioner = self.predictor.probe_captioner()
-        if captioner["name"] != "none" and not captioner["available"]:
-            logger.warning(
-                "captioner %s unavailable: %s; segmenting without captions",
-                captioner["name"],
-                captioner["reason"],
-            )
+        self.predictor.probe_captioner()  # a missing captioner is logged there, once
         self.predictor.warmup()
         self._trimmer = MemoryTrimmer(SETTINGS.trim_slack_mb << 20)
         # BentoML's own adaptive batcher (the CORK dispatcher its batchable APIs use), driven

@@ -118,6 +118,17 @@ def load_modules(
 ) -> dict[str, Any]:
     """Restore what `save_modules` wrote, in place (strict keys); returns the header (with `step`)."""
     header, tensors = read_state(path)
+    apply_state(header, tensors, modules, optimizer)
+    return header
+
+
+def apply_state(
+    header: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """`load_modules` on an already read state (`read_state`), for callers that check its header first."""
     device = next(next(iter(modules.values())).parameters()).device
     for name, module in modules.items():
         module.load_state_dict(_sub(tensors, f"{name}."), strict=True)
@@ -126,7 +137,6 @@ def load_modules(
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = value if name == "step" else value.to(device)
     optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
-    return header
 
 
 def load_state(

@@ -729,9 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning(
             "no checkpoint: serving random %s weights (outputs are meaningless)", predictor.served.name
         )
-    captioner = predictor.probe_captioner()
-    if captioner["name"] != "none" and not captioner["available"]:
-        logger.warning("captioner unavailable: %s; segmenting without captions", captioner["reason"])
+    predictor.probe_captioner()  # a missing captioner is logged there, once
     demo = build_demo(predictor)
     demo.queue(default_concurrency_limit=1)
     demo.launch(

@@ -72,10 +72,8 @@ def _scene_crop(
     h, w = ids.shape
     side = int(rng.uniform(0.5, 1.0) * h)
     y0, x0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    crop_ids = ids[y0 : y0 + side, x0 : x0 + side].ravel()
     crop_inst = inst[y0 : y0 + side, x0 : x0 + side].ravel()
-    valid = crop_ids < NUM_CLASSES
-    share = np.bincount(crop_ids[valid], minlength=NUM_CLASSES)[:NUM_CLASSES] / crop_ids.size
+    share = class_share(ids, y0, x0, side)
     seen, pixels = np.unique(crop_inst[crop_inst >= 0], return_counts=True)
     counts = np.bincount(inst_class[seen[pixels >= 12]], minlength=NUM_CLASSES)[:NUM_CLASSES]
     return y0, x0, side, share, counts
@@ -93,9 +91,14 @@ def _object_box(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int, i
     return y0, x0, side
 
 
-def _present(ids: np.ndarray, y0: int, x0: int, side: int) -> list[int]:
+def class_share(ids: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
+    """[19] share of the square crop's pixels per train id (undrawn pixels count, in no class)."""
     crop = ids[y0 : y0 + side, x0 : x0 + side].ravel()
-    share = np.bincount(crop[crop < NUM_CLASSES], minlength=NUM_CLASSES)[:NUM_CLASSES] / crop.size
+    return np.bincount(crop[crop < NUM_CLASSES], minlength=NUM_CLASSES)[:NUM_CLASSES] / crop.size
+
+
+def _present(share: np.ndarray) -> list[int]:
+    """Train ids whose share of a crop is at least PRESENT_SHARE."""
     return [int(k) for k in np.nonzero(share >= PRESENT_SHARE)[0]]
 
 
@@ -111,7 +114,7 @@ def scene_pairs(index: int, s: CorpusSettings) -> tuple[np.ndarray, list[list]]:
     pairs: list[list] = []
     for _ in range(s.scene_crops):
         y0, x0, side, share, counts = _scene_crop(ids, inst, inst_class, rng)
-        pairs.append([y0, x0, side, scene_caption(share, counts, rng), _present(ids, y0, x0, side)])
+        pairs.append([y0, x0, side, scene_caption(share, counts, rng), _present(share)])
     pixels = out.raster.instance_pixels
     by_class: dict[int, list[int]] = {}
     for i, instance in enumerate(out.raster.instances):
@@ -128,7 +131,7 @@ def scene_pairs(index: int, s: CorpusSettings) -> tuple[np.ndarray, list[list]]:
         mask = inst == i
         y0, x0, side = _object_box(mask, rng)
         caption = object_caption(cls, out.image[mask].mean(0), rng)
-        pairs.append([y0, x0, side, caption, sorted({cls, *_present(ids, y0, x0, side)})])
+        pairs.append([y0, x0, side, caption, sorted({cls, *_present(class_share(ids, y0, x0, side))})])
     return out.image, pairs
 
 

@@ -10,22 +10,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.backbone import DenseClipVisual
-from model.preprocess import numpy_to_model_input
 from model.text import ClipTextEncoder, TextEmbedder
 from model.zero_shot import DEFAULT_DENSE_PATH, ZeroShotGraph
-from training.evaluation.metrics import ConfusionMatrix
+from training.evaluation.evaluate import evaluate
 
 
-def class_embeddings(clip: nn.Module, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-    """Concept-averaged class embeddings of an open_clip CLIP, as the model computes them: [K, c].
+def text_embedder(clip: nn.Module) -> TextEmbedder:
+    """The model's TextEmbedder over an open_clip CLIP's text tower.
 
     ClipTextEncoder freezes the tower it wraps (weights are shared), so the flags are restored:
     the gates run in the middle of a pre-training.
@@ -34,8 +33,13 @@ def class_embeddings(clip: nn.Module, prompts: Sequence[Sequence[str]]) -> torch
     encoder = ClipTextEncoder(clip)
     for name, p in clip.named_parameters():
         p.requires_grad_(flags[name])
+    return TextEmbedder(encoder)
+
+
+def class_embeddings(clip: nn.Module, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+    """Concept-averaged class embeddings of an open_clip CLIP, as the model computes them: [K, c]."""
     with torch.inference_mode():
-        return TextEmbedder(encoder).embed_classes(prompts)
+        return text_embedder(clip).embed_classes(prompts)
 
 
 def prompt_cosine(class_embeds: torch.Tensor) -> dict[str, float]:
@@ -69,32 +73,20 @@ def retrieval(
     }
 
 
-@torch.inference_mode()
-def zero_shot_logits(
-    graph: ZeroShotGraph, class_embeds: torch.Tensor, image: np.ndarray, size: tuple[int, int]
-) -> torch.Tensor:
-    """Dense zero-shot logits [K, H, W] at the image's own size for one uint8 HxWx3 image, run at
-    `size` (multiples of the patch size) and upsampled bilinearly."""
-    x = F.interpolate(numpy_to_model_input([image]), size=size, mode="bilinear", align_corners=False)
-    no_caption = torch.zeros(1, 1, class_embeds.shape[1]), torch.zeros(1, 1, dtype=torch.bool)
-    logits = graph(x, *no_caption, class_embeds)
-    return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
-
-
 def zero_shot_miou(
     clip: nn.Module,
     class_embeds: torch.Tensor,
-    examples: Iterable[dict],
+    dataset: Any,
     size: tuple[int, int],
+    max_images: int,
     dense_path: str = DEFAULT_DENSE_PATH,
 ) -> dict[str, object]:
-    """Dense zero-shot mIoU (%) of `clip` over examples with "image" and "label" (train ids,
-    255 = ignore): -> {"miou", "pixel_acc" (%), "iou": per class % or None where never seen}."""
-    graph = ZeroShotGraph(DenseClipVisual(clip.visual, ()), dense_path=dense_path).eval()
-    cm = ConfusionMatrix(class_embeds.shape[0])
-    for ex in examples:
-        pred = zero_shot_logits(graph, class_embeds, ex["image"], size).argmax(0).numpy()
-        cm.update(pred, ex["label"])
+    """Dense zero-shot mIoU (%) of `clip` on a labelled dataset (items with "image", "label" in train
+    ids, 255 = ignore), through the project's evaluator at `size`, whole-image:
+    -> {"miou", "pixel_acc" (%), "iou": per class % or None where never seen}."""
+    graph = ZeroShotGraph(DenseClipVisual(clip.visual, ()), dense_path=dense_path)
+    eval_cfg = {"mode": "whole", "size": list(size), "max_images": max_images}
+    cm = evaluate(graph, text_embedder(clip), class_embeds, dataset, eval_cfg, progress=False)
     acc = 100.0 * np.trace(cm.matrix) / max(int(cm.matrix.sum()), 1)
     iou = [None if np.isnan(v) else round(100.0 * float(v), 2) for v in cm.iou()]
     return {"miou": cm.miou(), "pixel_acc": float(acc), "iou": iou}

@@ -38,7 +38,7 @@ from model.factory import build_clip
 from model.preprocess import numpy_to_model_input
 from training.pretrain.corpus import NUM_CLASSES, Corpus, CorpusSettings, build_corpus
 from training.pretrain.gates import class_embeddings, prompt_cosine, retrieval, zero_shot_miou
-from training.state import StateError, atomic_save, load_modules, read_state, save_modules
+from training.state import StateError, apply_state, atomic_save, read_state, save_modules
 
 OBJECTIVES = ("clip", "vision")
 WEIGHTS_KEY = "semidavil_pretrain"
@@ -138,18 +138,19 @@ class Objective(nn.Module):
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
         self.kind = kind
         self.head = nn.Linear(embed_dim, NUM_CLASSES) if kind == "vision" else None
+        from open_clip import ClipLoss  # after `model`: its torchvision shim must come first
+
+        self.clip_loss = None if self.head is not None else ClipLoss()
 
     def forward(
         self, clip: nn.Module, images: torch.Tensor, tokens: torch.Tensor, present: torch.Tensor
     ) -> torch.Tensor:
-        from open_clip import ClipLoss
-
         if self.head is not None:
             logits = self.head(clip.encode_image(images))
             return nn.functional.binary_cross_entropy_with_logits(logits, present.float())
         img = clip.encode_image(images, normalize=True)
         txt = clip.encode_text(tokens, normalize=True)
-        return ClipLoss()(img, txt, clip.logit_scale.exp())
+        return self.clip_loss(img, txt, clip.logit_scale.exp())
 
 
 def evaluate_gates(
@@ -172,10 +173,8 @@ def evaluate_gates(
     val = Path(cfg.val_root)
     if val.is_dir():
         data = CityscapesDataset(val, "val")
-        n = min(cfg.val_images, len(data))
         for key, path in (("zero_shot", "clearclip"), ("zero_shot_maskclip", "maskclip")):
-            examples = (data[i] for i in range(n))
-            report[key] = zero_shot_miou(clip, embeds, examples, tuple(cfg.val_size), dense_path=path)
+            report[key] = zero_shot_miou(clip, embeds, data, tuple(cfg.val_size), cfg.val_images, path)
             report[key].update(root=str(val), dense_path=path)
     clip.train()
     return report
@@ -230,10 +229,11 @@ def export_weights(clip: nn.Module, cfg: PretrainConfig, path: Path, step: int) 
 
 def _resume(
     state: Path, cfg: PretrainConfig, modules: dict[str, nn.Module], opt: torch.optim.Optimizer
-) -> int:
+) -> tuple[int, float]:
+    """-> (step, training seconds so far) after loading `state` (one read), or (0, 0.0) without it."""
     if not state.is_file():
-        return 0
-    header, _ = read_state(state)
+        return 0, 0.0
+    header, tensors = read_state(state)
     saved = {k: v for k, v in header["config"].items() if k != "steps"}
     now = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k != "steps"}
     if saved != now:
@@ -241,7 +241,8 @@ def _resume(
         raise StateError(
             f"{state}: saved by a run with other settings ({', '.join(diff)}); use another --out"
         )
-    return int(load_modules(state, modules, opt)["step"])
+    apply_state(header, tensors, modules, opt)
+    return int(header["step"]), float(header.get("seconds", 0.0))
 
 
 def step_batch(
@@ -262,16 +263,16 @@ def train(
     modules: dict[str, nn.Module],
     opt: torch.optim.Optimizer,
     log: Callable[[str], None],
-) -> int:
-    """Resume from <out>/state.safetensors and train to `cfg.steps`; -> the last step.
+) -> tuple[int, float]:
+    """Resume from <out>/state.safetensors and train to `cfg.steps`; -> (last step, training seconds).
 
     The next step's crops are read in a thread while this step computes (OpenCV and the
     memory-mapped reads release the GIL).
     """
     clip, objective = modules["clip"], modules["objective"]
     state = out / "state.safetensors"
-    step = _resume(state, cfg, modules, opt)
-    seconds = float(read_state(state)[0].get("seconds", 0.0)) if step else 0.0
+    step, seconds = _resume(state, cfg, modules, opt)
+    elapsed = seconds
     pool = corpus.split(holdout=False)
     first, t0 = step, time.perf_counter()
     with (out / "log.csv").open("a", newline="") as f, ThreadPoolExecutor(1) as reader:
@@ -304,7 +305,7 @@ def train(
                     f"step {step}/{cfg.steps} loss {loss.item():.3f} lr {lr:.2e} "
                     f"{per_step:.2f} s/step, {per_step * (cfg.steps - step) / 60:.1f} min left"
                 )
-    return step
+    return step, elapsed
 
 
 def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, workers: int = 0) -> dict[str, Any]:
@@ -330,13 +331,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, worker
         log("gates of the random towers ...")
         report = {"config": asdict(cfg), "random": evaluate_gates(clip, objective, cfg, corpus, tokens)}
         report_path.write_text(json.dumps(report, indent=1))
-    step = train(cfg, out, corpus, tokens, modules, opt, log)
+    step, seconds = train(cfg, out, corpus, tokens, modules, opt, log)
     export_weights(clip, cfg, out / "clip.safetensors", step)
     if "trained" not in report or report.get("trained_step") != step:
         log("gates of the trained towers ...")
         report["trained"] = evaluate_gates(clip, objective, cfg, corpus, tokens)
         report["trained_step"] = step
-        report["train_minutes"] = round(float(read_state(out / "state.safetensors")[0]["seconds"]) / 60, 1)
+        report["train_minutes"] = round(seconds / 60, 1)
         report["gates"] = gate_verdicts(report["random"], report["trained"])
         report_path.write_text(json.dumps(report, indent=1))
     return report
