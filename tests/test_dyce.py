@@ -215,3 +215,23 @@ def test_normalized_omega_one_is_unchanged_ohem() -> None:
     a = dyce_loss(logits, target, 0.3, omega=1.0)
     b = dyce_loss(logits, target, 0.3, omega=1.0, normalize=True)
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("with_ce", [False, True])
+def test_trainer_supervised_loss_warmup_and_dyce_with_ce(with_ce: bool) -> None:
+    """Plain CE before the warm-up ends; then DyCE, plus CE over every pixel with dyce_with_ce."""
+    from types import SimpleNamespace
+
+    from training.trainer import Trainer
+
+    method = {"dyce": True, "dyce_warmup_iters": 10, "dyce_h": 0.2, "dyce_omega": 0.5,
+              "dyce_normalize": True, "dyce_with_ce": with_ce}  # fmt: skip
+    fake = SimpleNamespace(cfg={"method": method})
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 6, 6, generator=g)
+    labels = torch.randint(0, 5, (2, 6, 6), generator=g)
+    ce = F.cross_entropy(logits, labels, ignore_index=255)
+    dyce = dyce_loss(logits, labels, 0.2, 0.5, normalize=True)
+    assert torch.allclose(Trainer._supervised_loss(fake, logits, labels, 9), ce)
+    after = Trainer._supervised_loss(fake, logits, labels, 10)
+    assert torch.allclose(after, dyce + ce if with_ce else dyce)

@@ -270,3 +270,69 @@ def test_decode_array_checks_dtype_shape_and_limits():
         decode_array(np.zeros((4, 5, 3), np.float32))
     with pytest.raises(ImageTooLarge):
         decode_array(np.zeros((11, 10, 3), np.uint8), Limits(max_pixels=100))
+
+
+# ---------------------------------------------------------------- the libspng path (serving.png_fast)
+def _pil_reference(data: bytes) -> np.ndarray:
+    """What PIL alone decodes (to_rgb_array's conversions), for comparison with the fast path."""
+    from serving.decode import to_rgb_array
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return to_rgb_array(img)
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [("RGB", {}), ("RGB", {"optimize": True}), ("RGBA", {}), ("L", {}), ("RGB", {"compress_level": 0})],
+)
+def test_fast_png_path_gives_pils_pixels(mode, options):
+    from serving import png_fast
+
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (33, 47, 4), dtype=np.uint8)
+    img = Image.fromarray(rgba, "RGBA").convert(mode)
+    data = encode(img, "PNG", **options)
+    assert png_fast.fast_mode(data) == mode  # the fast path is taken
+    out = decode_image(data)
+    assert out.original_mode == mode and out.format == "PNG"
+    np.testing.assert_array_equal(out.rgb, _pil_reference(data))
+
+
+@pytest.mark.parametrize("kind", ["palette", "16-bit", "transparent colour", "exif"])
+def test_pngs_the_fast_path_leaves_to_pil(kind):
+    from serving import png_fast
+
+    rgb = gradient()
+    if kind == "palette":
+        data = encode(Image.fromarray(rgb).convert("P"), "PNG")
+    elif kind == "16-bit":
+        data = encode(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), "PNG")
+    elif kind == "transparent colour":
+        data = encode(Image.fromarray(rgb), "PNG", transparency=(0, 0, 128))
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        data = encode(Image.fromarray(rgb), "PNG", exif=exif.tobytes())
+    assert png_fast.fast_mode(data) is None
+    out = decode_image(data)
+    expected = _pil_reference(data)
+    if kind == "exif":  # PIL's path applies the orientation
+        expected = np.ascontiguousarray(np.rot90(expected, k=-1))
+    np.testing.assert_array_equal(out.rgb, expected)
+
+
+def test_fast_png_path_refuses_a_flipped_idat_byte_that_libspng_would_decode():
+    """libspng does not check CRCs; the chunk walk does, so one flipped pixel byte is still 422."""
+    rng = np.random.default_rng(2)
+    data = bytearray(encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "PNG"))
+    idat = data.index(b"IDAT")
+    data[idat + 200] ^= 0xFF
+    with pytest.raises(InvalidImage, match="CRC error in the IDAT chunk"):
+        decode_image(bytes(data))
+
+
+def test_fast_png_path_refuses_a_cut_chunk():
+    data = encode(Image.fromarray(gradient()), "PNG")
+    with pytest.raises(InvalidImage, match="IDAT chunk cut short"):
+        decode_image(data[: data.index(b"IDAT") + 20])

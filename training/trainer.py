@@ -267,9 +267,12 @@ class Trainer:
 
     def _supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
         m = self.cfg["method"]
-        if m["dyce"] and step >= m["dyce_warmup_iters"]:
-            return dyce_loss(logits, labels, m["dyce_h"], m["dyce_omega"], normalize=m["dyce_normalize"])
-        return F.cross_entropy(logits.float(), labels, ignore_index=255)
+        if not (m["dyce"] and step >= m["dyce_warmup_iters"]):
+            return F.cross_entropy(logits.float(), labels, ignore_index=255)
+        dyce = dyce_loss(logits, labels, m["dyce_h"], m["dyce_omega"], normalize=m["dyce_normalize"])
+        if m["dyce_with_ce"]:
+            return dyce + F.cross_entropy(logits.float(), labels, ignore_index=255)
+        return dyce
 
     def _consistency_loss(self, logits: torch.Tensor, mix: dict[str, Any]) -> tuple[torch.Tensor, float]:
         m = self.cfg["method"]

@@ -1,0 +1,223 @@
+"""The request path outside the forward, stage by stage, before and after, side by side in one run.
+
+    python bench/request_path.py [--repeats 15] [--checkpoint PATH]
+
+For a real 2048x1024 Cityscapes PNG and the same photo at 1024x512 (resized, re-encoded as PNG),
+each stage's previous and current implementation are timed in alternating rounds on the same
+inputs (a busier or slower machine moves both columns alike):
+  decode        PIL (serving.decode.decode_pil) vs the libspng path (serving.png_fast)
+  postprocess   full-size upsample of every class + argmax + softmax
+                (serving.postprocess.reference_labels_and_confidence) vs the cell method
+                (labels_and_confidence), on the served model's logits for that photo
+  stats         per-class area and mean confidence (serving.postprocess.class_stats)
+  label PNG     serving.encode.label_png of the label map
+  JSON          prediction_json + json.dumps (what /segment returns for output=json)
+  predict       Predictor.predict end to end in process, with the before-implementations patched in
+It checks the after-labels equal the before-labels and prints the largest difference of a class's
+mean confidence. Writes the `request-path` section of BENCHMARKS.md with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import format_machine, machine_info, markdown_table, summarize, time_calls, write_section  # noqa: E402
+
+FRAME = (
+    ROOT.parent
+    / "shared/fixtures/real/cityscapes/leftImg8bit/val/frankfurt/frankfurt_000000_000576_leftImg8bit.png"
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="checkpoint (default: the embedded default)")
+    p.add_argument("--backend", default="eager-fp32", help="serving backend (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=15, help="alternating timed rounds per stage")
+    p.add_argument("--frame", type=Path, default=FRAME, help="a 2048x1024 PNG photo")
+    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown file (a section)")
+    return p.parse_args(argv)
+
+
+def png_at(data: bytes, size: tuple[int, int]) -> bytes:
+    """The photo resized to (W, H) and re-encoded as PNG (PIL's default level, like a camera export)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        small = img.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def pil_decode(data: bytes) -> Any:
+    """The decode before the libspng path: header, limits, PIL load and conversions."""
+    from serving.decode import Limits, _open_header, decode_pil
+
+    limits = Limits()
+    img = _open_header(data, limits)
+    with img:
+        return decode_pil(img, limits, img.format)
+
+
+@contextlib.contextmanager
+def captured_logits(sink: list[Any]) -> Iterator[None]:
+    """Record the logits the predictor hands to post-processing (bench only: wraps the import)."""
+    import serving.predictor as predictor_module
+
+    original = predictor_module.labels_and_confidence
+
+    def recording(logits: Any, size: tuple[int, int]) -> Any:
+        sink.append((logits.clone(), size))
+        return original(logits, size)
+
+    predictor_module.labels_and_confidence = recording
+    try:
+        yield
+    finally:
+        predictor_module.labels_and_confidence = original
+
+
+@contextlib.contextmanager
+def before_implementations() -> Iterator[None]:
+    """The predictor with the previous decode and post-processing patched in."""
+    import serving.predictor as predictor_module
+    from serving.postprocess import reference_labels_and_confidence
+
+    saved = predictor_module.decode_image, predictor_module.labels_and_confidence
+    predictor_module.decode_image = lambda data, limits=None: pil_decode(data)
+    predictor_module.labels_and_confidence = reference_labels_and_confidence
+    try:
+        yield
+    finally:
+        predictor_module.decode_image, predictor_module.labels_and_confidence = saved
+
+
+def alternate(before: Callable[[], Any], after: Callable[[], Any], repeats: int) -> tuple[dict, dict]:
+    """Median/min/max ms of `before` and `after`, timed in alternating rounds."""
+    b, a = [], []
+    for _ in range(repeats):
+        b += time_calls(before, repeats=1, warmup=0)
+        a += time_calls(after, repeats=1, warmup=0)
+    return summarize([x * 1000 for x in b]), summarize([x * 1000 for x in a])
+
+
+def single(fn: Callable[[], Any], repeats: int) -> dict:
+    return summarize([x * 1000 for x in time_calls(fn, repeats=repeats, warmup=1)])
+
+
+def measure_size(predictor: Any, data: bytes, repeats: int) -> tuple[list[list[str]], dict[str, Any]]:
+    """Rows (stage, before, after, ratio) for one image, and the agreement figures."""
+    from serving.encode import label_png
+    from serving.http import prediction_json
+    from serving.postprocess import class_stats, labels_and_confidence, reference_labels_and_confidence
+
+    logits: list[Any] = []
+    with captured_logits(logits):
+        pred = predictor.predict(data, caption="")
+    z, size = logits[0]
+    ref_labels, ref_conf = reference_labels_and_confidence(z, size)
+    labels, conf = labels_and_confidence(z, size)
+    k = len(pred.class_set)
+
+    def class_means(lab: np.ndarray, cf: np.ndarray) -> np.ndarray:
+        sums = np.bincount(lab.ravel(), cf.ravel().astype(np.float64), minlength=k)
+        return sums / np.maximum(np.bincount(lab.ravel(), minlength=k), 1)
+
+    agreement = {
+        "label_differences": int((labels != ref_labels).sum()),
+        "pixels": int(labels.size),
+        "mean_confidence_max_diff": float(
+            np.abs(class_means(labels, conf) - class_means(ref_labels, ref_conf)).max()
+        ),
+    }
+    from serving.decode import decode_image
+
+    stages = {
+        "decode": alternate(lambda: pil_decode(data), lambda: decode_image(data), repeats),
+        "postprocess": alternate(
+            lambda: reference_labels_and_confidence(z, size), lambda: labels_and_confidence(z, size), repeats
+        ),
+    }
+    for name, fn in (
+        ("stats", lambda: class_stats(pred.label_map, pred.confidence, pred.class_set)),
+        ("label PNG", lambda: label_png(pred.label_map)),
+        ("JSON", lambda: json.dumps(prediction_json(pred))),
+    ):
+        stat = single(fn, repeats)
+        stages[name] = (stat, stat)
+
+    def predict() -> Any:
+        return predictor.predict(data, caption="")
+
+    def predict_before() -> Any:
+        with before_implementations():
+            return predictor.predict(data, caption="")
+
+    stages["predict (in process)"] = alternate(predict_before, predict, repeats)
+    rows = []
+    for name, (before, after) in stages.items():
+        same = before is after
+        rows.append([
+            name,
+            "" if same else f"{before['median']:.1f} ({before['min']:.1f}-{before['max']:.1f})",
+            f"{after['median']:.1f} ({after['min']:.1f}-{after['max']:.1f})",
+            "" if same else f"{before['median'] / after['median']:.2f}x",
+        ])  # fmt: skip
+    return rows, agreement
+
+
+def main(argv: list[str] | None = None) -> int:
+    import model  # noqa: F401  (offline env defaults)
+    from serving.predictor import Predictor
+
+    args = parse_args(argv)
+    predictor = Predictor.from_checkpoint(args.checkpoint, backend=args.backend, captioner="none")
+    full = args.frame.read_bytes()
+    inputs = {"2048x1024": full, "1024x512": png_at(full, (1024, 512))}
+    parts = [
+        "## Request path outside the forward: before / after",
+        "",
+        f"`{predictor.served.name}` ({'embedded default' if args.checkpoint is None else Path(args.checkpoint).name}),"
+        f" backend `{args.backend}`, working size {predictor.working_size[0]}x{predictor.working_size[1]},"
+        f" frame `{args.frame.name}` (and resized to 1024x512, PNG), {args.repeats} alternating rounds;"
+        " ms, median (min-max). Stages with one column did not change.",
+        "",
+        f"Command: `python bench/request_path.py --repeats {args.repeats}`",
+        "",
+    ]  # fmt: skip
+    for name, data in inputs.items():
+        for _ in range(2):  # warm-up: first forward, allocator
+            predictor.predict(data, caption="")
+        rows, agreement = measure_size(predictor, data, args.repeats)
+        parts += [
+            f"### {name} ({len(data):,} bytes)",
+            "",
+            markdown_table(["stage", "before ms", "after ms", "speed-up"], rows),
+            "",
+            f"Labels after vs before: {agreement['label_differences']} of {agreement['pixels']:,} pixels differ;"
+            f" largest change of a class's mean confidence {agreement['mean_confidence_max_diff']:.4f}.",
+            "",
+        ]  # fmt: skip
+    parts.append(format_machine(machine_info()))
+    body = "\n".join(parts)
+    write_section(args.out, "request-path", body)
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
