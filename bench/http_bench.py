@@ -1,8 +1,8 @@
 """HTTP: `/segment` of the real BentoML server against the in-process predictor, and throughput.
 
-- In-process: `Predictor.predict(png_bytes, caption)` plus the same JSON response the service
-  builds (`serving.http.prediction_response(..., "json")`), in this process.
-- HTTP: POST /segment (multipart image + caption, JSON output) to `bentoml serve` on 127.0.0.1
+- In-process: `Predictor.predict(png_bytes, caption)` plus the same response the service builds
+  (`serving.http.prediction_response(..., output)`), in this process.
+- HTTP: POST /segment (multipart image + caption; output label_png by default, or json) to `bentoml serve` on 127.0.0.1
   (bench/launcher.py), same image, same caption, same backend, same thread count. Sequential
   in-process and HTTP calls alternate (one each per round), so both see the same machine state.
   Overhead = HTTP median / in-process median - 1 (target: <= 10 % for a 2048x1024 PNG).
@@ -67,8 +67,10 @@ def image_bytes(fixtures: str | Path | None = None) -> tuple[bytes, str]:
     return buf.getvalue(), "synthetic noise 2048x1024 PNG (fixtures not found)"
 
 
-def inprocess(backend: str, max_batch: int = 8) -> tuple[Callable[[bytes], None], dict[str, Any]]:
-    """The in-process path (predict + the JSON response the service builds) and what it runs."""
+def inprocess(
+    backend: str, max_batch: int = 8, output: str = "json"
+) -> tuple[Callable[[bytes], None], dict[str, Any]]:
+    """The in-process path (predict + the response the service builds for `output`) and what it runs."""
     from serving.http import prediction_response
     from serving.predictor import Predictor
 
@@ -76,7 +78,7 @@ def inprocess(backend: str, max_batch: int = 8) -> tuple[Callable[[bytes], None]
 
     def call(data: bytes) -> None:
         pred = predictor.predict(data, caption=CAPTION)
-        assert prediction_response(pred, "json", 0.5).body
+        assert prediction_response(pred, output, 0.5).body
 
     info = predictor.info()
     return call, {
@@ -88,19 +90,29 @@ def inprocess(backend: str, max_batch: int = 8) -> tuple[Callable[[bytes], None]
     }
 
 
-def _post(client: httpx.Client, url: str, data: bytes) -> dict[str, Any]:
+def _post(client: httpx.Client, url: str, data: bytes, output: str = "json") -> dict[str, Any]:
+    """POST /segment -> {"batch_size", "total_ms"}: from the JSON body, or for a PNG output from
+    its X-Batch-Size and X-Total-Ms headers."""
     response = client.post(
         url + "/segment",
         files={"image": ("scene.png", data, "image/png")},
-        data={"caption": CAPTION},
+        data={"caption": CAPTION, "output": output},
         timeout=REQUEST_TIMEOUT_S,
     )
     if response.status_code != 200:
         raise RuntimeError(f"/segment answered {response.status_code}: {response.text[:300]}")
-    return response.json()
+    if output == "json":
+        body = response.json()
+        return {"batch_size": int(body["batch_size"]), "total_ms": float(body["timings_ms"]["total"])}
+    return {
+        "batch_size": int(response.headers["x-batch-size"]),
+        "total_ms": float(response.headers["x-total-ms"]),
+    }
 
 
-def throughput(url: str, data: bytes, concurrency: int, requests: int) -> dict[str, Any]:
+def throughput(
+    url: str, data: bytes, concurrency: int, requests: int, output: str = "json"
+) -> dict[str, Any]:
     """`requests` requests from `concurrency` client threads; requests/s and per-request latency."""
     local = threading.local()
     latencies: list[float] = []
@@ -112,11 +124,11 @@ def throughput(url: str, data: bytes, concurrency: int, requests: int) -> dict[s
         if client is None:
             client = local.client = httpx.Client()
         start = time.perf_counter()
-        body = _post(client, url, data)
+        body = _post(client, url, data, output)
         elapsed = time.perf_counter() - start
         with lock:
             latencies.append(elapsed)
-            batch_sizes.append(int(body.get("batch_size") or 1))
+            batch_sizes.append(body["batch_size"])
 
     with ThreadPoolExecutor(concurrency) as pool:
         start = time.perf_counter()
@@ -142,6 +154,7 @@ def server_run(
     workdir: Path,
     local_call: Callable[[bytes], None] | None = None,
     trim_slack_mb: int | None = None,
+    output: str = "json",
 ) -> dict[str, Any]:
     env = {
         "SEMIDAVIL_BACKEND": backend,
@@ -165,7 +178,7 @@ def server_run(
                 server_ms: list[float] = []
 
                 def call() -> None:
-                    server_ms.append(float(_post(client, server.url, data)["timings_ms"]["total"]))
+                    server_ms.append(_post(client, server.url, data, output)["total_ms"])
 
                 if local_call is None:
                     out["latency"] = summarize(time_calls(call, repeats, max(warmup, 1)))
@@ -179,8 +192,8 @@ def server_run(
         levels = {}
         for c in concurrencies:
             _log(f"max_batch {max_batch}: concurrency {c} ...")
-            throughput(server.url, data, c, c)  # warm-up burst
-            runs = [throughput(server.url, data, c, max(requests, c)) for _ in range(rounds)]
+            throughput(server.url, data, c, c, output)  # warm-up burst
+            runs = [throughput(server.url, data, c, max(requests, c), output) for _ in range(rounds)]
             levels[str(c)] = {
                 "requests_per_s": summarize([r["requests_per_s"] for r in runs]),
                 "latency_median_s": summarize([r["latency"]["median"] for r in runs]),
@@ -201,11 +214,13 @@ def run(
     rounds: int = 3,
     backend: str | None = None,
     fixtures: str | Path | None = None,
+    output: str = "label_png",
 ) -> dict[str, Any]:
+    """Every measurement for `output` (label_png: the request the issue's 120 ms target is for)."""
     backend = backend or default_http_backend()
     data, source = image_bytes(fixtures)
-    _log(f"in-process predictor ({backend}) ...")
-    local_call, local = inprocess(backend)
+    _log(f"in-process predictor ({backend}, output {output}) ...")
+    local_call, local = inprocess(backend, output=output)
     with tempfile.TemporaryDirectory(prefix="semidavil-http-bench-") as tmp:
         _log(
             "server with adaptive batching (max batch 8), sequential requests alternating with in-process ..."
@@ -220,20 +235,34 @@ def run(
             (repeats, warmup),
             Path(tmp) / "batched",
             local_call,
+            output=output,
         )
         local["latency"] = batched.pop("inprocess_latency")
         _log("server without batching (max batch 1) ...")
-        single = server_run(data, backend, 1, concurrencies, requests, rounds, None, Path(tmp) / "single")
+        single = server_run(
+            data, backend, 1, concurrencies, requests, rounds, None, Path(tmp) / "single", output=output
+        )
         _log(
             "server trimming the heap after every batch (the earlier policy), alternating with in-process ..."
         )
         trim_every = server_run(
-            data, backend, 8, (), requests, rounds, (repeats, warmup), Path(tmp) / "trim0", local_call, 0
+            data,
+            backend,
+            8,
+            (),
+            requests,
+            rounds,
+            (repeats, warmup),
+            Path(tmp) / "trim0",
+            local_call,
+            0,
+            output,
         )
     return {
         "image": source,
         "image_bytes": len(data),
         "backend": backend,
+        "output": output,
         "inprocess": local,
         "batched": batched,
         "unbatched": single,

@@ -181,7 +181,7 @@ def evaluate_targets(results: dict[str, Any], plan: dict[str, Any]) -> list[Targ
         remote = http["batched"]["latency"]["median"]
         overhead = remote / local - 1.0
         measured = (
-            f"2048x1024 PNG, {http['backend']}: /segment {fmt_stat(http['batched']['latency'])} ms vs in-process "
+            f"2048x1024 PNG -> {http.get('output', 'json')}, {http['backend']}: /segment {fmt_stat(http['batched']['latency'])} ms vs in-process "
             f"{fmt_stat(http['inprocess']['latency'])} ms = {overhead * 100:+.1f} %"
         )
         rows.append(
@@ -468,12 +468,12 @@ def http_tables(results: dict[str, Any]) -> str:
         ("Path", "Median ms (min–max)", "n"),
         [
             (
-                "in-process `Predictor.predict` + JSON response (alternating with the next row)",
+                f"in-process `Predictor.predict` + {http.get('output', 'json')} response (alternating with the next row)",
                 fmt_stat(http["inprocess"]["latency"]),
                 http["inprocess"]["latency"]["n"],
             ),
             (
-                "HTTP POST /segment (JSON)",
+                f"HTTP POST /segment (output={http.get('output', 'json')})",
                 fmt_stat(http["batched"].get("latency")),
                 (http["batched"].get("latency") or {}).get("n", ""),
             ),

@@ -6,8 +6,8 @@ Order of checks (each one cheap, the expensive decode last):
 3. `Image.open` with only the allowed plugin, which parses the header but no pixel data; the
    declared width x height against `max_pixels` and `max_side` (413 `image_too_large`);
 4. `load()` with `ImageFile.LOAD_TRUNCATED_IMAGES` off: truncated or corrupt data is 422 (8-bit
-   grey/RGB/RGBA PNGs are decoded by libspng after a CRC check of every chunk, the same pixels
-   twice as fast: `serving.png_fast`);
+   grey/RGB/RGBA PNGs are decoded by OpenCV after a CRC check of every chunk: the same pixels,
+   faster, and without holding the GIL: `serving.png_fast`);
 5. EXIF orientation applied, then the mode converted to RGB (see `to_rgb_array`).
 
 Alpha policy: transparent images are composited on black (rgb * alpha / 255). Black is what a
@@ -257,17 +257,17 @@ def decode_image(data: bytes, limits: Limits | None = None) -> DecodedImage:
 
 
 def _decode_png_fast(data: bytes) -> DecodedImage | None:
-    """8-bit grey/RGB/RGBA PNG by libspng (serving.png_fast), converted as `to_rgb_array` does;
+    """8-bit grey/RGB/RGBA PNG by OpenCV (serving.png_fast), converted as `to_rgb_array` does;
     None for every other PNG. 422 for a truncated or corrupt file."""
     try:
         mode = png_fast.fast_mode(data)
         if mode is None:
             return None
-        pixels = png_fast.decode(data)
+        pixels = png_fast.decode(data, mode)
     except png_fast.BrokenPNG as err:
         raise InvalidImage(f"broken PNG data: {err}") from err
     if mode == "L":
-        rgb = _grey_to_rgb(pixels if pixels.ndim == 2 else pixels[..., 0])
+        rgb = _grey_to_rgb(pixels)
     elif mode == "RGBA":
         rgb = _composite_on_black(pixels[..., :3], pixels[..., 3])
     else:

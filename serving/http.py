@@ -139,6 +139,8 @@ def prediction_response(pred: Prediction, output: str, alpha: float) -> Response
         "X-Random-Weights": str(pred.random_weights).lower(),
         "X-Zero-Shot": str(pred.zero_shot).lower(),
         "X-Classes": json.dumps(list(pred.class_names)),
+        "X-Batch-Size": str(pred.batch_size),
+        "X-Total-Ms": f"{pred.timings_ms.get('total', 0.0):.1f}",
     }
     if output == "json":
         flags = {k: headers[k] for k in ("X-Random-Weights", "X-Zero-Shot")}

@@ -1,12 +1,13 @@
-"""The common PNG (8-bit grey, RGB or RGBA, one frame) decoded by libspng instead of PIL.
+"""The common PNG (8-bit grey, RGB or RGBA, one frame) decoded by OpenCV's libpng instead of PIL.
 
-PIL inflates and unfilters a 2048x1024 Cityscapes PNG in ~64 ms on the 2-core dev CPU, libspng
-(pyspng, the binding NVlabs' training code uses) in ~34 ms with identical pixels. libspng does not
-check chunk CRCs or the zlib checksum the way PIL does (a flipped IDAT byte decodes to wrong
-pixels without an error), so every chunk's CRC is verified here first (~1 ms for 2 MB), and a
-truncated stream still fails in libspng. Anything else (palette, 1-16 bit depths other than 8,
-a transparent colour (tRNS), EXIF orientation (eXIf), animation (acTL)) returns None and goes
-through PIL, whose conversions `serving.decode` defines.
+Why (2048x1024 Cityscapes PNG, 2-core dev CPU, bench/request_path.py): PIL ~53 ms, cv2.imdecode
+~45 ms, and cv2 releases the GIL, so two requests decode in parallel (25 ms per image with two
+threads, PIL 43 ms); libspng (pyspng) was fastest alone (~40 ms) but holds the GIL, which stalls
+every other request and the event loop, so it lost under load. Pixels are identical to PIL's.
+Every chunk's length and CRC is checked here first (~1 ms for 2 MB) so that a cut or corrupt
+file gets a message naming the chunk (cv2 only returns None). Anything else (palette, bit depths
+other than 8, a transparent colour (tRNS), EXIF orientation (eXIf), animation (acTL)) returns None
+and goes through PIL, whose conversions `serving.decode` defines.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from __future__ import annotations
 import struct
 import zlib
 
+import cv2
 import numpy as np
 
-try:  # a core dependency; without it every PNG takes the PIL path
-    import pyspng
-except ImportError:  # pragma: no cover - exercised only in a broken install
-    pyspng = None
-
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# IHDR colour type -> (PIL's mode name for it, channels): grey, RGB, RGBA at bit depth 8
-_FAST_COLOUR_TYPES = {0: ("L", 1), 2: ("RGB", 3), 6: ("RGBA", 4)}
+# IHDR colour type -> (PIL's mode name for it, cv2.imdecode flags): grey, RGB, RGBA at bit depth 8
+_FAST_COLOUR_TYPES = {
+    0: ("L", cv2.IMREAD_GRAYSCALE),
+    2: ("RGB", cv2.IMREAD_COLOR_RGB),
+    6: ("RGBA", cv2.IMREAD_UNCHANGED),
+}
 # chunks that change what the pixels mean or which frame is first: PIL handles those files
 _SLOW_CHUNKS = frozenset({b"tRNS", b"eXIf", b"acTL"})
 
@@ -33,12 +34,12 @@ class BrokenPNG(ValueError):
 
 
 def fast_mode(data: bytes) -> str | None:
-    """PIL's mode name ("L", "RGB", "RGBA") when libspng may decode `data`, else None.
+    """PIL's mode name ("L", "RGB", "RGBA") when OpenCV may decode `data`, else None.
 
     Reads the header and every chunk's type and CRC, not the pixel data. Raises BrokenPNG for a
     truncated chunk or a CRC mismatch (PIL refuses those files too).
     """
-    if pyspng is None or not data.startswith(_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
+    if not data.startswith(_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
         return None
     bit_depth, colour_type = data[24], data[25]
     if bit_depth != 8 or colour_type not in _FAST_COLOUR_TYPES:
@@ -70,12 +71,16 @@ def _chunks_are_sound(view: memoryview) -> bool:
     return True  # no IEND: PIL accepts that too once the pixel data is complete
 
 
-def decode(data: bytes) -> np.ndarray:
-    """uint8 [H, W] (grey) or [H, W, C] (RGB, RGBA) for data that `fast_mode` accepted.
+def decode(data: bytes, mode: str) -> np.ndarray:
+    """uint8 [H, W] (mode "L") or [H, W, 3|4] RGB/RGBA for data that `fast_mode` gave `mode` for.
 
-    Raises BrokenPNG when libspng cannot decode it (truncated or corrupt pixel data).
+    Raises BrokenPNG when libpng cannot decode the pixel data.
     """
-    try:
-        return pyspng.load(data)
-    except RuntimeError as err:  # pyspng reports every libspng error as RuntimeError
-        raise BrokenPNG(str(err).removeprefix("pyspng: ")) from err
+    flags = next(f for m, f in _FAST_COLOUR_TYPES.values() if m == mode) | cv2.IMREAD_IGNORE_ORIENTATION
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
+    if pixels is None or pixels.dtype != np.uint8 or pixels.shape[2:] != channels:
+        raise BrokenPNG("libpng could not decode the pixel data")
+    if mode == "RGBA":
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
+    return pixels

@@ -49,8 +49,8 @@ from serving.loading import verify_checkpoint
 from serving.logs import quiet_libraries
 from serving.memory import MemoryTrimmer
 from serving.metrics import record_prediction, record_request
-from serving.prediction import SOURCE_FAILED, SOURCE_NONE, PredictRequest
-from serving.predictor import Predictor, PreparedRequest
+from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, PredictRequest
+from serving.predictor import ForwardResult, Predictor, PreparedRequest
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger("semidavil.service")
@@ -188,10 +188,11 @@ class SemiDAViLService:
         )
 
     def _run_batch(self, requests: tuple[PreparedRequest, ...]) -> list[Any]:
-        """One backend call for many requests; each gets its Prediction or its own error."""
+        """One backend call for many requests; each gets its ForwardResult or the batch's error.
+        Post-processing is left to each request's thread (`_respond`)."""
         try:
             check_forward(FAULTS, requests)
-            return self.predictor.predict_batch(list(requests), return_errors=True)
+            return self.predictor.forward_prepared(list(requests))
         except Exception as err:  # a backend failure fails this batch only, with an id each
             logger.exception("forward failed for a batch of %d", len(requests))
             return [err] * len(requests)
@@ -245,8 +246,8 @@ class SemiDAViLService:
                 data, caption, parse_classes(classes), parse_bool(use_captioner, "use_captioner")
             )
             # Per-request work runs in this request's worker thread, so that requests overlap and
-            # the batch runs only the forward: decode, resize and caption before it, the response
-            # (PNG and JSON encoding) after it, off the event loop.
+            # the batch runs only the forward: decode, resize and caption before it, upsampling,
+            # argmax and the response (PNG and JSON encoding) after it, off the event loop.
             prepared = await _to_thread(self.predictor.prepare, req)
             result = await self._segment(prepared)
             if isinstance(result, ServingError):  # the dispatcher's fallback is returned, not raised
@@ -254,13 +255,18 @@ class SemiDAViLService:
             if isinstance(result, Response):  # a 500 from a failed forward
                 record_request(out, result.status_code)
                 return result
-            response = await _to_thread(prediction_response, result, out, opacity)
-            record_prediction(result)
+            prediction, response = await _to_thread(self._respond, result, out, opacity)
+            record_prediction(prediction)
             record_request(out, response.status_code)
             return response
         except ServingError as err:
             record_request(out, err.status)
             return error_response(err)
+
+    def _respond(self, result: ForwardResult, output: str, alpha: float) -> tuple[Prediction, Response]:
+        """Post-processing and the encoded response of one request (run in its own thread)."""
+        prediction = self.predictor.finish(result)
+        return prediction, prediction_response(prediction, output, alpha)
 
     @bentoml.api(route="/caption")
     async def caption(self, image: Path):  # a JSON starlette Response

@@ -272,7 +272,7 @@ def test_decode_array_checks_dtype_shape_and_limits():
         decode_array(np.zeros((11, 10, 3), np.uint8), Limits(max_pixels=100))
 
 
-# ---------------------------------------------------------------- the libspng path (serving.png_fast)
+# ---------------------------------------------------------------- the OpenCV path (serving.png_fast)
 def _pil_reference(data: bytes) -> np.ndarray:
     """What PIL alone decodes (to_rgb_array's conversions), for comparison with the fast path."""
     from serving.decode import to_rgb_array
@@ -322,8 +322,8 @@ def test_pngs_the_fast_path_leaves_to_pil(kind):
     np.testing.assert_array_equal(out.rgb, expected)
 
 
-def test_fast_png_path_refuses_a_flipped_idat_byte_that_libspng_would_decode():
-    """libspng does not check CRCs; the chunk walk does, so one flipped pixel byte is still 422."""
+def test_fast_png_path_names_the_chunk_of_a_flipped_idat_byte():
+    """The chunk walk checks every CRC before OpenCV (which would only return None) sees the data."""
     rng = np.random.default_rng(2)
     data = bytearray(encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "PNG"))
     idat = data.index(b"IDAT")
