@@ -14,12 +14,10 @@ into captions, which are then encoded by the text tower outside the compiled gra
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +30,7 @@ import torch
 from PIL import Image
 
 from model._env import hub_is_offline
+from model.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -193,19 +192,8 @@ def _parse_cache_payload(payload: Any) -> list[tuple[str, str]]:
 
 
 def _atomic_write_json(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file next to `path`, fsync it, then `os.replace` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    """Write JSON atomically (model.atomic: temporary file, fsync, `os.replace`)."""
+    atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
 
 
 # --------------------------------------------------------------------------------------------

@@ -178,6 +178,8 @@ def build_backend(
 
     Raises AgreementError (nothing is saved) or BackendUnavailable.
     """
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)  # e.g. the probe's cache on a first start
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir)) if out_dir else None
     try:
         start = time.perf_counter()

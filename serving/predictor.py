@@ -43,8 +43,9 @@ from model.hardware import resolve_device
 from model.preprocess import numpy_to_model_input
 from model.text import TextEmbedder
 from serving.agreement import DEFAULT_THRESHOLD, default_margin
+from serving.backend_probe import BackendChoice, resolve_auto
 from serving.backends.base import Backend, ShapeProfile
-from serving.backends.factory import choose_default_backend, create_backend, default_backend_name
+from serving.backends.factory import create_backend, default_backend_name
 from serving.captioning import DeadlineCaptioner
 from serving.compile import agreement_inputs, caption_inputs, obtain_backend
 from serving.decode import DecodedImage, Limits, decode_array, decode_image, decode_pil
@@ -142,6 +143,8 @@ class Predictor:
         self._lock = threading.Lock()
         self._forward_lock = threading.Lock()
         self._serialize = self.device.type == "cpu" or not backend.thread_safe
+        # how `backend` was chosen (from_checkpoint sets it; GET /model reports it)
+        self.backend_choice = BackendChoice(backend.name, "explicit", "passed to the Predictor")
 
     @classmethod
     def from_checkpoint(
@@ -160,6 +163,8 @@ class Predictor:
         agreement_threshold: float = DEFAULT_THRESHOLD,
         agreement_margin: float | None = None,
         captioner_timeout_s: float | None = None,
+        probe_dir: str | None = None,
+        probe_full: bool = False,
     ) -> Predictor:
         """Load a checkpoint (None: the embedded default, else random semidavil-tiny weights, flagged).
 
@@ -170,6 +175,9 @@ class Predictor:
         checkpoint header's eval size (512x1024 for vitb16, 128x256 for tiny). agreement_margin:
         default 0 for trained weights, 0.01 for random weights (near-ties everywhere).
         captioner_timeout_s: a captioner call slower than this degrades to no caption (None: no limit).
+        probe_dir: with backend "auto", time the candidates on this machine once and cache the
+        choice there (serving.backend_probe; probe_full: every compiled backend too); None: the
+        committed table, then the fallback rule.
         """
         served = load_serving_model(path)
         torch_device = resolve_device(device)
@@ -177,24 +185,43 @@ class Predictor:
         size = working_size or working_size_for(served)
         class_set = default_class_set(served.class_names)
         profile = ShapeProfile(size[0], size[1], caption_length, max_batch, len(class_set))
-        name = choose_default_backend(torch_device, served.name) if backend == "auto" else backend
         embedder = TextEmbedder(served.model.text)
         margin = default_margin(served.random_weights) if agreement_margin is None else agreement_margin
-        backend_obj = obtain_backend(
-            served.model.seg,
-            name,
-            profile,
-            torch_device,
-            lambda: agreement_inputs(served.model, profile, class_set, embedder=embedder),
-            artifacts_dir,
-            served.checkpoint_sha256,
-            served.name,
-            agreement_threshold,
-            margin,
-        )
+
+        def inputs_fn() -> list:
+            return agreement_inputs(served.model, profile, class_set, embedder=embedder)
+
+        def build(name: str) -> Backend:
+            return obtain_backend(
+                served.model.seg,
+                name,
+                profile,
+                torch_device,
+                inputs_fn,
+                artifacts_dir,
+                served.checkpoint_sha256,
+                served.name,
+                agreement_threshold,
+                margin,
+            )
+
+        if backend == "auto":
+            choice, backend_obj = resolve_auto(
+                torch_device,
+                served.name,
+                served.checkpoint_sha256,
+                profile,
+                build,
+                lambda: inputs_fn()[0],
+                probe_dir,
+                full=probe_full,
+            )
+        else:
+            choice, backend_obj = BackendChoice(backend, "explicit", "the backend setting names it"), None
+        backend_obj = backend_obj or build(choice.name)
         if isinstance(captioner, str):
             captioner = create_captioner(captioner, captioner_model, device=str(torch_device))
-        return cls(
+        predictor = cls(
             served,
             backend_obj,
             size,
@@ -205,6 +232,8 @@ class Predictor:
             embedder,
             captioner_timeout_s,
         )
+        predictor.backend_choice = choice
+        return predictor
 
     # ----------------------------------------------------------------------------------------
     # Public API
@@ -353,6 +382,7 @@ class Predictor:
             "captioner": getattr(self.captioner, "identity", type(self.captioner).__name__),
             "captioner_status": self.captioner_status(),
             "backend": self.backend.describe(),
+            "backend_choice": self.backend_choice.describe(),
             "device": str(self.device),
             "limits": {
                 "max_body_bytes": self.limits.max_body_bytes,

@@ -162,8 +162,10 @@ class SemiDAViLService:
             captioner_model=SETTINGS.captioner_model,
             max_batch=SETTINGS.max_batch,
             limits=SETTINGS.limits,
-            artifacts_dir=SETTINGS.artifacts,
+            artifacts_dir=SETTINGS.artifacts or SETTINGS.probe_dir,
             captioner_timeout_s=SETTINGS.captioner_timeout_s,
+            probe_dir=SETTINGS.probe_dir,
+            probe_full=SETTINGS.backend_probe == "full",
         )
         if FAULTS.active:
             logger.warning("SEMIDAVIL_FAULTS=%r: fault injection is on (tests only)", SETTINGS.faults)

@@ -25,6 +25,13 @@ def _non_negative_int(name: str, default: str) -> int:
     return value
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    text = _env(name, default).lower()
+    if text not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {text!r}")
+    return text
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """Everything the service reads from the environment.
@@ -37,7 +44,10 @@ class ServiceSettings:
     response to no caption, flagged), SEMIDAVIL_FAULTS (operator-only fault injection for the
     reliability tests, see serving/faults.py; empty in production), SEMIDAVIL_TRIM_SLACK_MB (64:
     the heap is trimmed after a batch once the resident set has grown this much since the last
-    trim; 0 trims after every batch, see serving/memory.py).
+    trim; 0 trims after every batch, see serving/memory.py), SEMIDAVIL_BACKEND_PROBE (on: with
+    SEMIDAVIL_BACKEND=auto the first start times the candidate backends on this machine (seconds)
+    and caches the choice in SEMIDAVIL_ARTIFACTS, else ~/.cache/semidavil/artifacts; full: also
+    every torch.compile backend (minutes); off: the committed table, serving/backend_choice.json).
     """
 
     checkpoint: str | None = None
@@ -52,7 +62,17 @@ class ServiceSettings:
     captioner_timeout_s: float = 30.0
     faults: str = ""
     trim_slack_mb: int = 64
+    backend_probe: str = "on"
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def probe_dir(self) -> str | None:
+        """Where `auto` caches its probe (and the compiled candidates), or None when probing is off."""
+        if self.backend_probe == "off":
+            return None
+        return self.artifacts or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "semidavil", "artifacts"
+        )
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
@@ -70,6 +90,7 @@ class ServiceSettings:
             captioner_timeout_s=float(_env("SEMIDAVIL_CAPTIONER_TIMEOUT_S", str(timeout_s / 2))),
             faults=os.environ.get("SEMIDAVIL_FAULTS", "").strip(),
             trim_slack_mb=_non_negative_int("SEMIDAVIL_TRIM_SLACK_MB", "64"),
+            backend_probe=_choice("SEMIDAVIL_BACKEND_PROBE", "on", ("on", "full", "off")),
             limits=Limits(
                 max_body_bytes=int(_env("SEMIDAVIL_MAX_BODY_BYTES", str(DEFAULT_LIMITS.max_body_bytes))),
                 max_pixels=int(_env("SEMIDAVIL_MAX_PIXELS", str(DEFAULT_LIMITS.max_pixels))),

@@ -1,0 +1,252 @@
+"""What `backend="auto"` means on the machine it runs on: time the gated candidates once, cache it.
+
+The committed table (serving/backend_choice.json) picks a backend per CPU *class*, but two AMX
+machines disagreed on the same model (compile-bf16 4.05x eager fp32 on one, slower than
+eager-bf16 on the other). So, when probing is on (the service's default for SEMIDAVIL_BACKEND=auto),
+the first start times each candidate (`candidates`: eager, ONNX Runtime and the table's pick; with
+SEMIDAVIL_BACKEND_PROBE=full every compiled backend too) on the served model's own batch-1 input,
+within a time budget, and keeps the fastest one that passed its agreement gate (compiled backends are gated by
+`serving.compile.obtain_backend` as always; a refused one is reported, not used). The result is
+cached in `<artifacts>/backend_probe.json` under a fingerprint of the machine (CPU model and
+features, usable cores, torch threads and version), the model, checkpoint and shape profile;
+a later start with the same fingerprint re-uses it without timing anything. Without probing the
+committed table applies, then the fallback rule. `BackendChoice.describe()` is what GET /model
+reports as `backend_choice`: the backend, how it was chosen, and the timings behind it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.atomic import atomic_write_text
+from model.hardware import fast_bf16
+from serving.agreement import AgreementError
+from serving.backends.base import Backend, BackendUnavailable, Inputs, ShapeProfile
+from serving.backends.factory import choose_default_backend, cpu_feature_key, default_backend_name
+
+logger = logging.getLogger(__name__)
+
+PROBE_FILE = "backend_probe.json"
+PROBE_FORMAT = "semidavil-backend-probe"
+DEFAULT_BUDGET_S = 120.0  # no new candidate is built after this; timing is ~1 s each
+TIMED_CALLS = 5
+
+BuildFn = Callable[[str], Backend]
+
+
+@dataclass
+class BackendChoice:
+    """The backend `auto` resolved to, and why (GET /model `backend_choice`)."""
+
+    name: str
+    how: str  # "explicit", "probed", "cached probe", "committed table", "fallback rule"
+    detail: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "how": self.how,
+            "detail": self.detail,
+            "timings_ms": dict(self.timings_ms),
+            "refused": dict(self.refused),
+        }
+
+
+def candidates(device: torch.device, model_name: str, full: bool = False) -> list[str]:
+    """Backends worth timing here: eager in both precisions where bf16 is fast, ONNX Runtime on CPU
+    (built in seconds), and the committed table's pick for this CPU class and model (e.g.
+    compile-bf16 for ViT-B/16 on AMX: the case where two machines disagreed). `full` adds every
+    torch.compile / TensorRT backend, each a build of minutes on 2 cores."""
+    import importlib.util
+
+    names = ["eager-fp32"]
+    if fast_bf16(device):
+        names.append("eager-bf16")
+    if device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+        names.append("onnxruntime")
+    table = choose_default_backend(device, model_name)
+    extra = [table]
+    if full:
+        extra += ["compile-bf16" if fast_bf16(device) else "compile-fp32"]
+        if device.type == "cuda" and importlib.util.find_spec("torch_tensorrt") is not None:
+            extra.append("tensorrt-bf16")
+    return names + [n for n in dict.fromkeys(extra) if n not in names]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint(device: torch.device, model_name: str, checkpoint_sha256: str, profile: ShapeProfile) -> dict:
+    """What must match for a cached probe to apply (a different machine, model or shape re-probes)."""
+    machine: dict[str, Any] = {"device": device.type, "torch": torch.__version__}
+    if device.type == "cpu":
+        machine.update(
+            cpu=_cpu_model(),
+            features=cpu_feature_key(device),
+            cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            threads=torch.get_num_threads(),
+        )
+    else:
+        machine["gpu"] = torch.cuda.get_device_name(device)
+    return {
+        "machine": machine,
+        "model": model_name,
+        "checkpoint_sha256": checkpoint_sha256,
+        "profile": profile.to_dict(),
+    }
+
+
+def fingerprint_key(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_probes(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        logger.warning("ignoring unreadable backend probe file %s: %s", path, err)
+        return {}
+    if not isinstance(data, dict) or data.get("format") != PROBE_FORMAT:
+        logger.warning("ignoring %s: not a %s file", path, PROBE_FORMAT)
+        return {}
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def cached_probe(path: Path, key: str) -> BackendChoice | None:
+    entry = _read_probes(path).get(key)
+    if not isinstance(entry, dict) or not isinstance(entry.get("chosen"), str):
+        return None
+    return BackendChoice(
+        entry["chosen"],
+        "cached probe",
+        f"timed on this machine on {entry.get('date', '?')}, cached in {path}",
+        {k: float(v) for k, v in (entry.get("timings_ms") or {}).items()},
+        {k: str(v) for k, v in (entry.get("refused") or {}).items()},
+    )
+
+
+def save_probe(path: Path, key: str, fp: dict, choice: BackendChoice) -> None:
+    entries = _read_probes(path)
+    entries[key] = {
+        "chosen": choice.name,
+        "timings_ms": choice.timings_ms,
+        "refused": choice.refused,
+        "fingerprint": fp,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    payload = {"format": PROBE_FORMAT, "version": 1, "entries": entries}
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+@torch.inference_mode()
+def time_backend(backend: Backend, inputs: Inputs, calls: int = TIMED_CALLS) -> float:
+    """Median ms of `calls` forwards after two warm-ups."""
+    for _ in range(2):
+        backend(*inputs)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        backend(*inputs)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def probe(
+    names: Sequence[str], build: BuildFn, inputs: Inputs, budget_s: float = DEFAULT_BUDGET_S
+) -> tuple[BackendChoice, dict[str, Backend]]:
+    """Build and time each candidate in order until the budget is spent; the fastest wins.
+
+    `build(name)` returns the gated backend or raises (AgreementError, a missing runtime, ...): that
+    candidate is recorded as refused. The first candidate always runs (it is the reference).
+    Returns the choice and the built backends (so the winner is not built twice).
+    """
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    refused: dict[str, str] = {}
+    built: dict[str, Backend] = {}
+    for name in names:
+        if built and time.perf_counter() - start > budget_s:
+            refused[name] = f"not tried: the {budget_s:.0f} s probing budget was spent"
+            continue
+        try:
+            backend = build(name)
+            timings[name] = round(time_backend(backend, inputs), 3)
+            built[name] = backend
+        except (AgreementError, BackendUnavailable, RuntimeError, ImportError, OSError, ValueError) as err:
+            refused[name] = f"{type(err).__name__}: {str(err)[:300]}"
+            logger.info("backend probe: %s refused: %s", name, err)
+    if not timings:
+        raise RuntimeError(f"no backend could run: {refused}")
+    best = min(timings, key=timings.__getitem__)
+    detail = ", ".join(f"{n} {ms:.1f} ms" for n, ms in sorted(timings.items(), key=lambda kv: kv[1]))
+    choice = BackendChoice(best, "probed", f"batch-1 forward on this machine: {detail}", timings, refused)
+    return choice, built
+
+
+def table_choice(device: torch.device, model_name: str) -> BackendChoice:
+    """The committed table's entry for this device class and model, else the fallback rule."""
+    name = choose_default_backend(device, model_name)
+    if name == default_backend_name(device):
+        return BackendChoice(
+            name, "fallback rule", "no probe; serving/backends/factory.py default_backend_name"
+        )
+    key = cpu_feature_key(device)
+    return BackendChoice(
+        name, "committed table", f"serving/backend_choice.json entry for {device.type} {key} {model_name}"
+    )
+
+
+def resolve_auto(
+    device: torch.device,
+    model_name: str,
+    checkpoint_sha256: str,
+    profile: ShapeProfile,
+    build: BuildFn,
+    inputs_fn: Callable[[], Inputs],
+    probe_dir: str | os.PathLike[str] | None,
+    budget_s: float = DEFAULT_BUDGET_S,
+    full: bool = False,
+) -> tuple[BackendChoice, Backend | None]:
+    """The backend for "auto": a cached probe, a new probe (cached), or without `probe_dir` the
+    committed table. Returns the choice and, when it probed, the winner already built."""
+    if probe_dir is None:
+        return table_choice(device, model_name), None
+    path = Path(probe_dir) / PROBE_FILE
+    fp = {**fingerprint(device, model_name, checkpoint_sha256, profile), "full": full}
+    key = fingerprint_key(fp)
+    cached = cached_probe(path, key)
+    if cached is not None:
+        return cached, None
+    logger.info("probing backends for %s on this machine (once; cached in %s) ...", model_name, path)
+    choice, built = probe(candidates(device, model_name, full), build, inputs_fn(), budget_s)
+    try:
+        save_probe(path, key, fp, choice)
+    except OSError as err:  # a read-only folder must not stop the service
+        logger.warning("could not cache the backend probe in %s: %s", path, err)
+    logger.info("backend probe: %s (%s)", choice.name, choice.detail)
+    return choice, built[choice.name]
