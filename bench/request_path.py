@@ -14,7 +14,11 @@ inputs (a busier or slower machine moves both columns alike):
   JSON          prediction_json + json.dumps (what /segment returns for output=json)
   predict       Predictor.predict end to end in process, with the before-implementations patched in
 It checks the after-labels equal the before-labels and prints the largest difference of a class's
-mean confidence. Writes the `request-path` section of BENCHMARKS.md with the machine.
+mean confidence. Then over HTTP (bench/http_bench.py, `bentoml serve` on 127.0.0.1, same backend):
+POST /segment with output=label_png alternating with the same request in process (p50, and the
+ratio: target <= 1.10x, p50 <= 120 ms), and throughput at concurrency 1 and 8 with adaptive
+batching and without (target: batching at 8 >= 1.5x concurrency 1). Writes the `request-path`
+section of BENCHMARKS.md with the machine.
 """
 
 from __future__ import annotations
@@ -45,11 +49,82 @@ FRAME = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="checkpoint (default: the embedded default)")
-    p.add_argument("--backend", default="eager-fp32", help="serving backend (default: %(default)s)")
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="serving backend (default: the eager fallback for this CPU, as bench/http_bench.py)",
+    )
     p.add_argument("--repeats", type=int, default=15, help="alternating timed rounds per stage")
     p.add_argument("--frame", type=Path, default=FRAME, help="a 2048x1024 PNG photo")
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown file (a section)")
+    p.add_argument("--no-http", action="store_true", help="skip the HTTP part")
+    p.add_argument("--requests", type=int, default=32, help="requests per throughput round")
+    p.add_argument("--rounds", type=int, default=3, help="throughput rounds per concurrency")
     return p.parse_args(argv)
+
+
+def measure_http(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
+    """Sequential HTTP vs in-process (label_png), throughput at concurrency 1 and 8, batched or not."""
+    import tempfile
+
+    from bench import http_bench
+
+    local_call, _ = http_bench.inprocess(args.backend, output="label_png")
+    with tempfile.TemporaryDirectory(prefix="semidavil-request-path-") as tmp:
+        batched = http_bench.server_run(
+            data, args.backend, 8, (1, 8), args.requests, args.rounds, (args.repeats, 3),
+            Path(tmp) / "batched", local_call, output="label_png",
+        )  # fmt: skip
+        single = http_bench.server_run(
+            data, args.backend, 1, (1, 8), args.requests, args.rounds, None, Path(tmp) / "single",
+            output="label_png",
+        )  # fmt: skip
+    return {"batched": batched, "single": single}
+
+
+def http_part(result: dict[str, Any]) -> list[str]:
+    """Markdown for the HTTP measurements and their targets."""
+    b, u = result["batched"], result["single"]
+    http, local, server = b["latency"], b["inprocess_latency"], b["server_total"]
+
+    def ms(stat: dict) -> str:
+        return f"{stat['median'] * 1000:.1f} ({stat['min'] * 1000:.1f}-{stat['max'] * 1000:.1f})"
+
+    def rps(run: dict, c: str) -> float:
+        return run["throughput"][c]["requests_per_s"]["median"]
+
+    ratio = http["median"] / local["median"]
+    gain = rps(b, "8") / rps(b, "1")
+    rows = [
+        ["HTTP POST /segment, output=label_png", ms(http)],
+        ["in process: predict + label PNG (alternating with the row above)", ms(local)],
+        ["the predictor inside the server (X-Total-Ms)", ms(server)],
+    ]
+    tp = [
+        [c, f"{rps(b, c):.2f}", f"{b['throughput'][c]['mean_batch']:.2f}", f"{rps(u, c):.2f}"]
+        for c in ("1", "8")
+    ]
+    targets = [
+        [
+            "p50 over HTTP <= 120 ms",
+            f"{http['median'] * 1000:.1f} ms",
+            "met" if http["median"] <= 0.120 else "missed",
+        ],
+        ["HTTP <= 1.10x in process", f"{ratio:.2f}x", "met" if ratio <= 1.10 else "missed"],
+        ["batching: concurrency 8 >= 1.5x concurrency 1", f"{gain:.2f}x", "met" if gain >= 1.5 else "missed"],
+    ]
+    return [
+        f"### Over HTTP (2048x1024 PNG -> label PNG, backend {b['backend']}, {b['model']})",
+        "",
+        markdown_table(["path", "ms, median (min-max)"], rows),
+        "",
+        markdown_table(["concurrency", "batched req/s", "mean batch", "unbatched req/s"], tp),
+        "",
+        markdown_table(["target", "measured", "result"], targets),
+        "",
+        "Client and server share the machine's cores.",
+        "",
+    ]
 
 
 def png_at(data: bytes, size: tuple[int, int]) -> bytes:
@@ -182,9 +257,11 @@ def measure_size(predictor: Any, data: bytes, repeats: int) -> tuple[list[list[s
 
 def main(argv: list[str] | None = None) -> int:
     import model  # noqa: F401  (offline env defaults)
+    from bench.http_bench import default_http_backend
     from serving.predictor import Predictor
 
     args = parse_args(argv)
+    args.backend = args.backend or default_http_backend()
     predictor = Predictor.from_checkpoint(args.checkpoint, backend=args.backend, captioner="none")
     full = args.frame.read_bytes()
     inputs = {"2048x1024": full, "1024x512": png_at(full, (1024, 512))}
@@ -196,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         f" frame `{args.frame.name}` (and resized to 1024x512, PNG), {args.repeats} alternating rounds;"
         " ms, median (min-max). Stages with one column did not change.",
         "",
-        f"Command: `python bench/request_path.py --repeats {args.repeats}`",
+        f"Command: `python bench/request_path.py --repeats {args.repeats} --backend {args.backend}`",
         "",
     ]  # fmt: skip
     for name, data in inputs.items():
@@ -212,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             f" largest change of a class's mean confidence {agreement['mean_confidence_max_diff']:.4f}.",
             "",
         ]  # fmt: skip
+    if not args.no_http:
+        parts += http_part(measure_http(args, full))
     parts.append(format_machine(machine_info()))
     body = "\n".join(parts)
     write_section(args.out, "request-path", body)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import bentoml
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
 from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware, TimeoutMiddleware
 from pydantic import BeforeValidator
 from starlette.applications import Starlette
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import model  # noqa: F401  (offline env defaults and the torchvision shim first)
+from serving.batching import GreedyBatcher
 from serving.decode import read_limited
 from serving.errors import InvalidImage, ServiceUnavailable, ServingError
 from serving.faults import Faults, check_forward, faulty_captioner, parse_faults
@@ -174,16 +174,13 @@ class SemiDAViLService:
         self.predictor.probe_captioner()  # a missing captioner is logged there, once
         self.predictor.warmup()
         self._trimmer = MemoryTrimmer(SETTINGS.trim_slack_mb << 20)
-        # BentoML's own adaptive batcher (the CORK dispatcher its batchable APIs use), driven
-        # in-process so that decoding, captioning and encoding stay per request and only the
-        # forward is batched, without copying images between processes.
-        self._dispatcher: CorkDispatcher = CorkDispatcher(
-            max_latency_in_ms=SETTINGS.timeout_s * 1000,
-            max_batch_size=SETTINGS.max_batch,
-            fallback=lambda: ServiceUnavailable("the request was cancelled before it ran"),
-            get_batch_size=lambda _: 1,
+        # Adaptive batching in-process (serving/batching.py: the next batch is whatever queued
+        # while the last one ran, no waiting to fill it), so that decoding, captioning and
+        # post-processing stay per request and only the forward is batched, without copying
+        # images between processes.
+        self._batched: GreedyBatcher[PreparedRequest, ForwardResult] = GreedyBatcher(
+            self._run_batch, SETTINGS.max_batch
         )
-        self._batched = self._dispatcher(self._run_batch)
         _INSTANCE["service"] = self
         logger.info(
             "service ready in %.1f s: %s", time.perf_counter() - start, self.predictor.backend.describe()
@@ -214,10 +211,10 @@ class SemiDAViLService:
         return True
 
     async def _segment(self, request: PreparedRequest) -> Any:
-        """The batched prediction; a failed forward (logged with its batch) becomes this request's 500.
+        """The batched forward; a failed forward (logged with its batch) becomes this request's 500.
 
-        BentoML's dispatcher re-raises an exception that `_run_batch` returned for a request; a
-        ServingError (bad input) goes on to its own status, anything else gets a 500 with an id.
+        The batcher raises an exception that `_run_batch` returned for a request; a ServingError
+        (bad input) goes on to its own status, anything else gets a 500 with an id.
         """
         try:
             return await self._batched(request)
@@ -252,8 +249,6 @@ class SemiDAViLService:
             # argmax and the response (PNG and JSON encoding) after it, off the event loop.
             prepared = await _to_thread(self.predictor.prepare, req)
             result = await self._segment(prepared)
-            if isinstance(result, ServingError):  # the dispatcher's fallback is returned, not raised
-                raise result
             if isinstance(result, Response):  # a 500 from a failed forward
                 record_request(out, result.status_code)
                 return result
