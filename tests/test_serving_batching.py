@@ -80,4 +80,3 @@ def test_a_cancelled_request_is_dropped_before_its_batch_runs():
 def test_max_batch_must_be_positive():
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         GreedyBatcher(lambda items: list(items), max_batch=0)
-
