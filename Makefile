@@ -59,7 +59,7 @@ results:          ## the synthetic benchmark -> RESULTS.md (resumable)
 	$(BIN)/python bench/synthetic_benchmark.py
 
 serve: $(STAMP)   ## the BentoML service on 127.0.0.1:3000 (API + demo at /ui)
-	$(BIN)/bentoml serve serving.service:SemiDAViLService --host 127.0.0.1 --port 3000
+	$(BIN)/bentoml serve deploy.service:SemiDAViLService --host 127.0.0.1 --port 3000
 
 demo: $(STAMP)    ## the Gradio demo on its own, on 127.0.0.1
 	$(BIN)/python -m ui.app

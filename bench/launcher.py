@@ -30,7 +30,7 @@ import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICE = "serving.service:SemiDAViLService"
+SERVICE = "deploy.service:SemiDAViLService"
 BASE_ENV = {
     "BENTOML_DO_NOT_TRACK": "true",
     "HF_HUB_OFFLINE": "1",

@@ -74,7 +74,7 @@ def test_gradio_never_shares_publicly() -> None:
 
 
 def test_servers_bind_loopback_by_default() -> None:
-    from serving.service import DEFAULT_HOST, SemiDAViLService
+    from deploy.service import DEFAULT_HOST, SemiDAViLService
     from ui.app import build_parser
 
     assert DEFAULT_HOST == "127.0.0.1"
@@ -114,14 +114,14 @@ def test_telemetry_and_hub_access_are_off_by_default() -> None:
 def test_request_parameters_never_reach_the_file_system() -> None:
     """The only file the service opens for a request is the upload BentoML stored (`image`); no
     parameter is used as a path, and the service module itself does no file I/O."""
-    service = (ROOT / "serving" / "service.py").read_text()
+    service = (ROOT / "deploy" / "service.py").read_text()
     http = (ROOT / "serving" / "http.py").read_text()
     for text in (service, http):
         assert not re.search(r"\bopen\(|\.read_bytes\(|\.read_text\(|\.write_|os\.remove|shutil\.", text)
     assert "read_limited(image, settings.limits)" in service
     fs_calls = {"open", "Path", "os.path.join", "shutil.copy"}
-    for name, call in _calls(ROOT / "serving" / "service.py"):
-        assert name not in fs_calls, f"serving/service.py:{call.lineno} {name}"
+    for name, call in _calls(ROOT / "deploy" / "service.py"):
+        assert name not in fs_calls, f"deploy/service.py:{call.lineno} {name}"
 
 
 def test_pixel_limits_are_enforced_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:

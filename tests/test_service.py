@@ -607,7 +607,7 @@ def test_browser_on_the_mounted_demo_loads_examples_segments_and_downloads(
     from selenium.webdriver.support.ui import WebDriverWait
 
     from tests.browser import browser_or_skip
-    from ui.make_examples import load_examples
+    from ui.examples import load_examples
 
     browser = browser_or_skip()
     downloads = tmp_path / "downloads"

@@ -46,8 +46,8 @@ def test_bentoml_build_offline_packs_the_service(tmp_path: Path) -> None:
     src = bento / "src"
     assert (bento / "bento.yaml").is_file()
     info = yaml.safe_load((bento / "bento.yaml").read_text())
-    assert info["service"] == "serving.service:SemiDAViLService"
-    assert (src / "serving" / "service.py").is_file()
+    assert info["service"] == "deploy.service:SemiDAViLService"
+    assert (src / "deploy" / "service.py").is_file()
     assert (src / "serving" / "http.py").is_file()
     assert (src / "model" / "__init__.py").is_file()
     configs = sorted(p.name for p in (src / "model" / "configs").glob("*.json"))

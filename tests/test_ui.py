@@ -26,6 +26,7 @@ from serving.decode import Limits
 from serving.predictor import Predictor
 from tests.browser import browser_or_skip, full_page_png
 from tests.conftest import CITYSCAPES_FIXTURES, ROOT
+from training.synthetic.demo_examples import MAX_BYTES
 from ui.app import (
     SceneOutputs,
     app_kwargs,
@@ -38,7 +39,7 @@ from ui.app import (
     reblend_overlay,
     segment_scene,
 )
-from ui.make_examples import EXAMPLES_DIR, MAX_BYTES, load_examples
+from ui.examples import EXAMPLES_DIR, load_examples
 
 FIXTURE_IMAGE = CITYSCAPES_FIXTURES / "train_img" / "aachen_000000_000019_leftImg8bit.png"
 CAPTION = "a rainy city street with a bus, parked cars and people on the sidewalk"
@@ -235,7 +236,9 @@ def test_banner_says_zero_shot(predictor):
 
 def test_examples_are_generated_scenes(predictor, tmp_path):
     examples = load_examples()
-    assert len(examples) >= 3, f"run `python -m ui.make_examples` to create {EXAMPLES_DIR}"
+    assert len(examples) >= 3, (
+        f"run `python -m training.synthetic.demo_examples --out ui/examples` to create {EXAMPLES_DIR}"
+    )
     index = json.loads((EXAMPLES_DIR / "examples.json").read_text())
     assert {e["domain"] for e in index} == {"target"}
     for path, caption in examples:

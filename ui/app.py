@@ -58,7 +58,7 @@ from serving.loading import trained_on_line
 from serving.logs import configure_logging
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, per_class_stats
 from serving.predictor import Predictor
-from ui.make_examples import EXAMPLES_DIR, load_examples
+from ui.examples import EXAMPLES_DIR, load_examples
 
 logger = logging.getLogger("semidavil.ui")
 

@@ -1,6 +1,6 @@
 """The BentoML service: segmentation and captioning of driving scenes over HTTP.
 
-    bentoml serve serving.service:SemiDAViLService --host 127.0.0.1 --port 3000
+    bentoml serve deploy.service:SemiDAViLService --host 127.0.0.1 --port 3000
 
 POST /segment (multipart: image, caption?, classes?, output?, alpha?, use_captioner?),
 POST /caption (image), POST /info and GET /model (model info), GET /livez, /readyz (a real

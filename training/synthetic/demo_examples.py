@@ -1,6 +1,6 @@
 """Render the demo's example scenes: the project's own synthetic driving scenes, never dataset images.
 
-    python -m ui.make_examples            # writes ui/examples/*.png and ui/examples/examples.json
+    python -m training.synthetic.demo_examples --out ui/examples   # *.png and examples.json
 
 Each example is a "target" (camera-look) scene from `training.synthetic.render`, 256x512, saved as
 an optimised PNG (100-250 KB each), with the caption the generator wrote for it. The seeds were
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import model  # noqa: F401  (offline env defaults first)
 
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-INDEX_FILE = "examples.json"
+INDEX_FILE = "examples.json"  # the file ui/examples.py reads
 HEIGHT, WIDTH = 256, 512
 MAX_BYTES = 300 * 1024
 
@@ -31,11 +30,11 @@ EXAMPLES: tuple[tuple[str, tuple[int, ...]], ...] = (
 )
 
 
-def render_examples(out_dir: Path = EXAMPLES_DIR) -> list[dict]:
+def render_examples(out_dir: Path) -> list[dict]:
     """Render every example into `out_dir`; returns the index entries written to examples.json."""
     from PIL import Image
 
-    from training.synthetic import render
+    from training.synthetic.render import render
 
     out_dir.mkdir(parents=True, exist_ok=True)
     index = []
@@ -60,24 +59,11 @@ def render_examples(out_dir: Path = EXAMPLES_DIR) -> list[dict]:
     return index
 
 
-def load_examples(examples_dir: Path = EXAMPLES_DIR) -> list[tuple[str, str]]:
-    """[(png path, caption)] from examples.json; [] when the examples were not generated."""
-    index_path = examples_dir / INDEX_FILE
-    if not index_path.is_file():
-        return []
-    entries = json.loads(index_path.read_text())
-    return [
-        (str(examples_dir / e["file"]), str(e.get("caption", "")))
-        for e in entries
-        if (examples_dir / e["file"]).is_file()
-    ]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=EXAMPLES_DIR, help="output folder (default: ui/examples)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (the demo reads ui/examples)")
     args = parser.parse_args(argv)
     for entry in render_examples(args.out):
         size_kb = (args.out / entry["file"]).stat().st_size / 1024
