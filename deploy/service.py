@@ -36,12 +36,7 @@ from serving.http import (
     MultipartOnlyMiddleware,
     PathAliasMiddleware,
     error_response,
-    form_text,
     internal_error_response,
-    parse_alpha,
-    parse_bool,
-    parse_classes,
-    parse_output,
     prediction_response,
     refuse_remote_files,
 )
@@ -49,6 +44,7 @@ from serving.loading import verify_checkpoint
 from serving.logs import quiet_libraries
 from serving.memory import MemoryTrimmer
 from serving.metrics import record_prediction, record_request
+from serving.params import form_text, parse_alpha, parse_bool, parse_classes, parse_output
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, PredictRequest
 from serving.predictor import ForwardResult, Predictor, PreparedRequest
 from serving.settings import ServiceSettings

@@ -22,7 +22,7 @@ from PIL import Image
 from model.class_sets import ClassSet
 from serving.decode import DecodedImage, Limits, decode_image
 from serving.errors import ImageTooLarge, InvalidImage, InvalidParameter, ServingError
-from serving.http import form_text, parse_alpha, parse_bool, parse_classes, parse_output
+from serving.params import form_text, parse_alpha, parse_bool, parse_classes, parse_output
 from serving.predictor import Predictor
 
 # PIL warns about huge declared sizes while opening the header; the limits then refuse them.

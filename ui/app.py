@@ -53,9 +53,9 @@ from model.class_sets import CLASS_SETS, ClassSet, custom_class_set
 from serving.decode import Limits, check_body_size, read_limited
 from serving.encode import label_png, labelid_png, overlay_png
 from serving.errors import InvalidImage, InvalidParameter, ServiceUnavailable, ServingError
-from serving.http import parse_alpha
 from serving.loading import trained_on_line
 from serving.logs import configure_logging
+from serving.params import parse_alpha
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, per_class_stats
 from serving.predictor import Predictor
 from ui.examples import EXAMPLES_DIR, load_examples
