@@ -32,10 +32,10 @@ test-all:         ## include slow tests
 	$(BIN)/python -m pytest -q -m ""
 
 bench:            ## the whole benchmark suite -> BENCHMARKS.md (make bench-quick: smoke test, < 5 min)
-	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 bench-quick:      ## the suite on the tiny model at small sizes (numbers not for comparison)
-	$(BIN)/python bench/run_all.py --quick $(BENCH_ARGS)
+	$(BIN)/python -m bench.run_all --quick $(BENCH_ARGS)
 
 # The GPU host has its own torch and no package registry: gpu-check runs on the venv's Python when
 # there is one, else on the host's, installing what it lacks from WHEELS (made here by gpu-wheels).
@@ -43,20 +43,20 @@ GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
 GPU_WHEELS ?= wheels/gpu
 
 gpu-check:        ## one prepared GPU measurement -> BENCHMARKS.md "gpu-check" (DRY_RUN=1: CPU rehearsal, < 2 min)
-	$(GPU_PY) bench/gpu_check.py $(if $(DRY_RUN),--dry-run) $(if $(WHEELS),--wheels $(WHEELS))
+	$(GPU_PY) -m bench.gpu_check $(if $(DRY_RUN),--dry-run) $(if $(WHEELS),--wheels $(WHEELS))
 
 gpu-wheels: $(STAMP) ## wheels (Python 3.12, no deps) of what gpu-check needs beyond torch, into $(GPU_WHEELS)
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 	  -d $(GPU_WHEELS) $$($(BIN)/python -c "from bench.gpu_check import GPU_HOST_PACKAGES as p; print(' '.join(p))")
 
 profile:          ## bench/model_profile.py -> BENCHMARKS.md
-	$(BIN)/python bench/model_profile.py
+	$(BIN)/python -m bench.model_profile
 
 reliability:      ## bad input, load/soak and fault checks on loopback -> RELIABILITY.md
-	$(BIN)/python bench/reliability.py
+	$(BIN)/python -m reliability
 
 results:          ## the synthetic benchmark -> RESULTS.md (resumable)
-	$(BIN)/python bench/synthetic_benchmark.py
+	$(BIN)/python -m bench.synthetic_benchmark
 
 serve: $(STAMP)   ## the BentoML service on 127.0.0.1:3000 (API + demo at /ui)
 	$(BIN)/bentoml serve deploy.service:SemiDAViLService --host 127.0.0.1 --port 3000

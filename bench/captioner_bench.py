@@ -1,7 +1,7 @@
 """The captioner's cost: tiny random BLIP / BLIP-2 through the real Captioner, and BLIP / BLIP-2
 sized random models for what the real ones would cost here.
 
-- tiny: tests/tiny_captioners.py models through `model.captioner.Captioner` (processor, greedy
+- tiny: testkit/tiny_captioners.py models through `model.captioner.Captioner` (processor, greedy
   generate, decode, cache) on a real fixture frame: batch 1 and batch 4 with the cache cleared
   (miss) and the cache hit. Their captions are noise; only the code path and its overhead count.
 - sized (full mode): `BlipForConditionalGeneration` with transformers' default BlipConfig (ViT-B/16
@@ -54,7 +54,7 @@ def _image(fixtures: str | Path | None) -> Any:
 
 def tiny_runs(repeats: int, warmup: int, fixtures: str | Path | None = None) -> list[dict[str, Any]]:
     from model.captioner import CaptionCache, Captioner
-    from tests.tiny_captioners import tiny_blip, tiny_blip2
+    from testkit.tiny_captioners import tiny_blip, tiny_blip2
 
     image = _image(fixtures)
     rows = []

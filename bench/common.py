@@ -149,10 +149,10 @@ def format_machine(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def command_line(script: str, argv: Sequence[str] | None) -> str:
-    """The command that reproduces a run, as typed from the repository root."""
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces a run, as typed from the repository root (`python -m module ...`)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    return shlex.join(["python", script, *args])
+    return shlex.join(["python", "-m", module, *args])
 
 
 # ---------------------------------------------------------------------------------------------- timing

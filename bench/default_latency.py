@@ -1,6 +1,6 @@
 """Latency of the served model on a real 2048x1024 photo, stage by stage, in process.
 
-    python bench/default_latency.py [--checkpoint PATH] [--backend eager-fp32] [--repeats 15]
+    python -m bench.default_latency [--checkpoint PATH] [--backend eager-fp32] [--repeats 15]
 
 Loads the checkpoint the service would serve (default: the embedded one), segments one real
 2048x1024 Cityscapes val frame (../shared/fixtures/real) repeatedly with the predictor the service
@@ -15,11 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.common import format_machine, machine_info, markdown_table, summarize, write_section
 
-from bench.common import format_machine, machine_info, markdown_table, summarize, write_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FRAME = (
     ROOT.parent
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         f" backend `{args.backend}`, working size {size[0]}x{size[1]}, frame `{args.frame.name}`,"
         f" {args.repeats} timed repeats after 3 warm-ups, in process, no caption.",
         "",
-        f"Command: `python bench/default_latency.py --backend {args.backend} --repeats {args.repeats}`",
+        f"Command: `python -m bench.default_latency --backend {args.backend} --repeats {args.repeats}`",
         "",
         markdown_table(["stage", "median ms", "min-max ms"], rows),
         "",

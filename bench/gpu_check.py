@@ -1,8 +1,8 @@
 """One prepared GPU check: everything a few minutes on one GPU should measure, in one command.
 
-    make gpu-check                    # python bench/gpu_check.py (CUDA; about 5-8 min on one H200)
+    make gpu-check                    # python -m bench.gpu_check (CUDA; about 5-8 min on one H200)
     make gpu-check DRY_RUN=1          # the same code on CPU, tiny model, small sizes (< 2 min)
-    python bench/gpu_check.py --wheels /path/to/wheels   # a GPU host without a package registry
+    python -m bench.gpu_check --wheels /path/to/wheels   # a GPU host without a package registry
 
 Steps (each one's failure is recorded and the next one runs, so one bad step costs no GPU time):
   floor      the GPU's measured bf16 / fp32 matmul peak (TFLOP/s) and the plain open_clip visual tower
@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # What the GPU host lacks (no registry there): installed from --wheels before anything imports them.
 GPU_HOST_PACKAGES = (
@@ -162,7 +160,7 @@ def render(results: dict[str, Any], plan_name: str) -> str:
 
     s = results["steps"]
     lines = [
-        f"## GPU check ({plan_name}: `python bench/gpu_check.py{' --dry-run' if plan_name == 'dry' else ''}`)",
+        f"## GPU check ({plan_name}: `python -m bench.gpu_check{' --dry-run' if plan_name == 'dry' else ''}`)",
         "",
     ]
     for name, step in s.items():

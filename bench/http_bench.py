@@ -3,7 +3,7 @@
 - In-process: `Predictor.predict(png_bytes, caption)` plus the same response the service builds
   (`serving.http.prediction_response(..., output)`), in this process.
 - HTTP: POST /segment (multipart image + caption; output label_png by default, or json) to `bentoml serve` on 127.0.0.1
-  (bench/launcher.py), same image, same caption, same backend, same thread count. Sequential
+  (testkit/launcher.py), same image, same caption, same backend, same thread count. Sequential
   in-process and HTTP calls alternate (one each per round), so both see the same machine state.
   Overhead = HTTP median / in-process median - 1 (target: <= 10 % for a 2048x1024 PNG).
 - The same comparison against a server that trims the heap after every batch
@@ -32,7 +32,7 @@ import torch
 import model  # noqa: F401  (offline env defaults and the torchvision shim before open_clip)
 from bench.changes import interleaved
 from bench.common import fixture_images, summarize, time_calls
-from bench.launcher import running_server
+from testkit.launcher import running_server
 
 CAPTION = "a city street with cars parked along the road and tall buildings on both sides"
 REQUEST_TIMEOUT_S = 300.0

@@ -16,7 +16,7 @@ on CPU (torch 2.13 has none), and lists the ops that ran without being counted.
 The issue's target: "DLG plus decoder cost no more than 25 % of the backbone's time at 512x1024 on
 CPU, eager fp32, batch 1" -> (DLG + decoder) / backbone median time, PASS when <= 25 %.
 
-Run from the repository root:  python bench/model_profile.py [--help]
+Run from the repository root:  python -m bench.model_profile [--help]
 Writes the `model_profile` section of BENCHMARKS.md (unless --no-write) and prints it.
 """
 
@@ -30,18 +30,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python bench/model_profile.py` puts bench/, not the root, on sys.path
-    sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode, flop_registry  # noqa: E402
-
-import model  # noqa: E402  (before open_clip: env defaults, torchvision shim)
-from bench.common import (  # noqa: E402
+import model
+from bench.common import (
     BENCHMARKS_MD,
     command_line,
     machine_info,
@@ -54,8 +50,10 @@ from bench.common import (  # noqa: E402
     write_section,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SECTION = "model_profile"
-SCRIPT = "bench/model_profile.py"
+SCRIPT = "bench.model_profile"
 DEFAULT_CONFIGS = ("semidavil-vitb16", "semidavil-tiny")
 DEFAULT_SIZES = ("512x512", "512x1024")
 QUICK_CONFIGS = ("semidavil-tiny",)

@@ -1,7 +1,7 @@
 """Real target frames: run the rows of `training/configs/real_*.yaml` and write RESULTS.md's section.
 
-    python bench/real_frames.py                       # every row, resumable; then the report
-    python bench/real_frames.py --rows full target_only --report-only
+    python -m bench.real_frames                       # every row, resumable; then the report
+    python -m bench.real_frames --rows full target_only --report-only
 
 Synthetic source -> real Cityscapes target in miniature (../shared/fixtures/real, read in place):
 8 labelled train frames, 170 unlabelled frames, evaluated on the 3 labelled frankfurt val frames at
@@ -26,11 +26,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     ensure_pretrained,
     format_machine,
     machine_info,
@@ -38,7 +34,9 @@ from bench.common import (  # noqa: E402
     training_command,
     write_section,
 )
-from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE, _fmt, _mean  # noqa: E402
+from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE, _fmt, _mean
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
 NOTES = ROOT / "bench" / "real_frames_notes.md"
@@ -174,7 +172,7 @@ def write_report(args: argparse.Namespace, results: dict[str, list[dict[str, Any
         "image at 256x512, EMA teacher. Model `semidavil-small` from random weights (no CLIP or ImageNet",
         "weights offline, so there is no VLP row). Rows: `training/configs/real_*.yaml`.",
         "",
-        "Command: `python bench/real_frames.py` (resumable; wall times are training + evaluation on 2 cores).",
+        "Command: `python -m bench.real_frames` (resumable; wall times are training + evaluation on 2 cores).",
         "",
         "Main metric: mean IoU over the classes with pixels in the val labels"
         f" ({len(present)} of 19: {', '.join(present)}). `mIoU (official)` is the project evaluator,",

@@ -1,6 +1,6 @@
 """The request path outside the forward, stage by stage, before and after, side by side in one run.
 
-    python bench/request_path.py [--repeats 15] [--checkpoint PATH]
+    python -m bench.request_path [--repeats 15] [--checkpoint PATH]
 
 For a real 2048x1024 Cityscapes PNG and the same photo at 1024x512 (resized, re-encoded as PNG),
 each stage's previous and current implementation are timed in alternating rounds on the same
@@ -34,11 +34,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.common import format_machine, machine_info, markdown_table, summarize, time_calls, write_section
 
-from bench.common import format_machine, machine_info, markdown_table, summarize, time_calls, write_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FRAME = (
     ROOT.parent
@@ -273,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         f" frame `{args.frame.name}` (and resized to 1024x512, PNG), {args.repeats} alternating rounds;"
         " ms, median (min-max). Stages with one column did not change.",
         "",
-        f"Command: `python bench/request_path.py --repeats {args.repeats} --backend {args.backend}`",
+        f"Command: `python -m bench.request_path --repeats {args.repeats} --backend {args.backend}`",
         "",
     ]  # fmt: skip
     for name, data in inputs.items():

@@ -1,8 +1,8 @@
 """Run the whole benchmark suite and write BENCHMARKS.md (one command; `--quick` in a few minutes).
 
-    python bench/run_all.py            # full: semidavil-vitb16 at 512x512 and 512x1024, batch 1 and 8
-    python bench/run_all.py --quick    # smoke test: semidavil-tiny at small sizes, few repeats
-    python bench/run_all.py --only stages,floor --write-choice
+    python -m bench.run_all            # full: semidavil-vitb16 at 512x512 and 512x1024, batch 1 and 8
+    python -m bench.run_all --quick    # smoke test: semidavil-tiny at small sizes, few repeats
+    python -m bench.run_all --only stages,floor --write-choice
 
 Modules, one concern each, each returning structured results (bench/<module>.py):
   stages     per-stage latency (decode, caption, text cold/cached, backbone, DLG, decoder,
@@ -32,18 +32,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import model  # noqa: F401  (offline env defaults and the torchvision shim first)
+from bench import report
+from bench.common import BENCHMARKS_MD, command_line, machine_info, split_list, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python bench/run_all.py` puts bench/, not the root, on sys.path
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-import model  # noqa: E402, F401  (offline env defaults and the torchvision shim first)
-from bench import report  # noqa: E402
-from bench.common import BENCHMARKS_MD, command_line, machine_info, split_list, write_section  # noqa: E402
 
 SECTION = "suite"  # + "-<CPU class>": one section per class of CPU (amx, avx512_bf16, plain, cuda)
-SCRIPT = "bench/run_all.py"
+SCRIPT = "bench.run_all"
 MODULES = ("floor", "stages", "changes", "backends", "http", "training", "captioner", "profile")
 
 

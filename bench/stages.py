@@ -77,7 +77,7 @@ def request_stages(image_path: Path | None, repeats: int, warmup: int) -> dict[s
     labels = np.random.default_rng(0).integers(0, 19, decoded.rgb.shape[:2], dtype=np.uint8)
     out["png_encode"] = median_time(lambda: label_png(labels), repeats, warmup)
     try:
-        from tests.tiny_captioners import tiny_blip
+        from testkit.tiny_captioners import tiny_blip
 
         net, processor = tiny_blip()
         cache = CaptionCache(max_entries=1)
@@ -91,7 +91,7 @@ def request_stages(image_path: Path | None, repeats: int, warmup: int) -> dict[s
         out["caption_miss"] = median_time(miss, repeats, warmup)
         captioner.caption([image])
         out["caption_hit"] = median_time(lambda: captioner.caption([image]), repeats, warmup)
-        out["captioner"] = "tiny random BLIP (tests/tiny_captioners.py), 20 new tokens"
+        out["captioner"] = "tiny random BLIP (testkit/tiny_captioners.py), 20 new tokens"
     except Exception as err:  # transformers missing or API drift: report, do not abort the suite
         out["caption_error"] = f"{type(err).__name__}: {err}"
     return out

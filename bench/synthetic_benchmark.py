@@ -1,8 +1,8 @@
 """Table 3 in miniature on the synthetic benchmark: every ablation row, 3 seeds, RESULTS.md + JSON.
 
-    python bench/synthetic_benchmark.py                 # data, pre-trained towers, every row x seed
-    python bench/synthetic_benchmark.py --rows full ct --seeds 0 --set optim.iters=300
-    python bench/synthetic_benchmark.py --report-only   # rebuild the reports from finished runs
+    python -m bench.synthetic_benchmark                 # data, pre-trained towers, every row x seed
+    python -m bench.synthetic_benchmark --rows full ct --seeds 0 --set optim.iters=300
+    python -m bench.synthetic_benchmark --report-only   # rebuild the reports from finished runs
 
 Each (row, seed) is `training/run.py --config training/configs/synthetic_<row>.yaml --set seed=S`
 in `runs/synthetic/synthetic_<row>_s<S>` (resumes when interrupted, reused when finished). The VLP
@@ -23,12 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTES = ROOT / "bench" / "synthetic_benchmark_notes.md"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     ensure_pretrained,
     format_machine,
     machine_info,
@@ -37,10 +32,13 @@ from bench.common import (  # noqa: E402
     write_section,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+NOTES = ROOT / "bench" / "synthetic_benchmark_notes.md"
+
 RESULTS_TITLE = "# Results"
 RESULTS_INTRO = (
     "Accuracy of the training recipes on this machine: the synthetic benchmark"
-    " (`python bench/synthetic_benchmark.py`) and the real Cityscapes frames (`python bench/real_frames.py`)."
+    " (`python -m bench.synthetic_benchmark`) and the real Cityscapes frames (`python -m bench.real_frames`)."
 )
 SEEDS = (0, 1, 2)
 TOWERS = {"clip": ROOT / "runs" / "vlp-tiny", "vision": ROOT / "runs" / "vision-tiny"}
@@ -252,7 +250,7 @@ def write_results(args: argparse.Namespace, meta: dict[str, Any]) -> str:
         f"`training/configs/synthetic_*.yaml`; data: {meta['counts']} images of "
         f"{meta['settings']['height']}x{meta['settings']['width']} px, generator seed {meta['settings']['seed']}.",
         "",
-        f"Command: `python bench/synthetic_benchmark.py {cfg_note}`",
+        f"Command: `python -m bench.synthetic_benchmark {cfg_note}`",
         "",
         markdown_table(header, table),
         "",

@@ -4,7 +4,7 @@ One iteration = what `Trainer.train` does per optimizer step with accum_steps = 
 every stream (source, labeled, unlabeled; data loading included, workers = 0), teacher pseudo-labels
 and CutMix, student forward (bf16 autocast where the config's amp says so), losses, backward,
 optimizer step and EMA teacher update. Data: a small generated dataset in the GTA5 / Cityscapes
-layouts (tests/tiny_data.py) in a temporary folder. Warm-up iterations are excluded.
+layouts (testkit/tiny_data.py) in a temporary folder. Warm-up iterations are excluded.
 
 Memory: on CPU, the process's resident set size sampled every 5 ms while the timed iterations run
 (peak, and peak minus the RSS just before); on CUDA, torch.cuda.max_memory_allocated.
@@ -90,7 +90,7 @@ def _config(root: Path, out: Path, name: str, setting: dict[str, Any], amp: str)
 def measure(
     name: str, setting: dict[str, Any], iters: int, warmup: int, device: str, amp: str
 ) -> dict[str, Any]:
-    from tests.tiny_data import write_tiny_benchmark
+    from testkit.tiny_data import write_tiny_benchmark
     from training.distributed import DistInfo
     from training.trainer import Trainer
 

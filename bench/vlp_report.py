@@ -1,6 +1,6 @@
 """RESULTS.md section `mini-vlp` from the report.json of mini-VLP runs (python -m training.pretrain).
 
-    python bench/vlp_report.py runs/vlp-tiny [runs/vision-tiny ...]
+    python -m bench.vlp_report runs/vlp-tiny [runs/vision-tiny ...]
 
 Per run: the gates of the random and the trained towers side by side, each gate's threshold and
 verdict, the zero-shot per-class IoU, the run's wall time and command, and the machine.
@@ -15,13 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.common import format_machine, machine_info, markdown_table, write_section
+from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE
+from model.class_sets import CITYSCAPES_CLASSES
 
-from bench.common import format_machine, machine_info, markdown_table, write_section  # noqa: E402
-from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE  # noqa: E402
-from model.class_sets import CITYSCAPES_CLASSES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _gate_rows(report: dict[str, Any]) -> list[list[str]]:

@@ -1,6 +1,6 @@
 """The real BentoML server for tests: `bentoml serve` on a free loopback port, torn down by PID.
 
-Process handling lives in bench/launcher.py (shared with the HTTP benchmark); this module adds the
+Process handling lives in testkit/launcher.py (shared with the HTTP benchmark); this module adds the
 test defaults.
 
     with running_server(tmp_path, {"SEMIDAVIL_MAX_PIXELS": "100000"}) as server:
@@ -28,13 +28,12 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench import launcher
-from bench.launcher import ROOT, SERVICE, Server, ServerError, free_port, stop_server  # noqa: F401
-
 # The image and multipart builders are shared with the bad-input table; re-exported for the tests.
-from bench.reliability_cases import encode, multipart_overhead, multipart_request, pad_png  # noqa: F401
-from bench.reliability_cases import noise as noise_image  # noqa: F401
-from bench.reliability_cases import png as png_bytes  # noqa: F401
+from reliability.cases import encode, multipart_overhead, multipart_request, pad_png  # noqa: F401
+from reliability.cases import noise as noise_image  # noqa: F401
+from reliability.cases import png as png_bytes  # noqa: F401
+from testkit import launcher
+from testkit.launcher import ROOT, SERVICE, Server, ServerError, free_port, stop_server  # noqa: F401
 
 DEFAULT_ENV = {
     "BENTOML_DO_NOT_TRACK": "true",
@@ -61,7 +60,7 @@ def running_server(
     """Start `bentoml serve` for the service on a free loopback port; yield once /readyz is 200.
 
     workdir: a temporary folder for BENTOML_HOME and the log (`server.log`); env: extra variables
-    (SEMIDAVIL_* settings) over the test defaults above (bench/launcher.py does the work).
+    (SEMIDAVIL_* settings) over the test defaults above (testkit/launcher.py does the work).
     """
     with launcher.running_server(workdir, env, ready_timeout_s, defaults=DEFAULT_ENV) as server:
         yield server

@@ -41,7 +41,7 @@ def test_quick_mode_writes_one_section_with_a_row_per_stage(profile):
     assert text.index(BEGIN) < text.index(END)
     section = _section(text)
     assert "Quick mode" in section
-    assert "python bench/model_profile.py --quick --sizes 512x512,512x1024 --classes 5" in section
+    assert "python -m bench.model_profile --quick --sizes 512x512,512x1024 --classes 5" in section
     assert "CPU:" in section and "torch threads:" in section
     lines = section.splitlines()
     for height, width in SIZES:

@@ -221,7 +221,7 @@ def test_render_has_every_section_and_keeps_other_sections(tmp_path):
     results = _results()
     results["stages"] = None
     results["errors"] = {"captioner": "RuntimeError: boom"}
-    text = report.render(results, {**PLAN, "repeats": 5, "warmup": 1}, machine, "python bench/run_all.py")
+    text = report.render(results, {**PLAN, "repeats": 5, "warmup": 1}, machine, "python -m bench.run_all")
     for heading in (
         "### Targets",
         "### Floor",

@@ -24,7 +24,7 @@ from model.captioner import (
     create_captioner,
     image_hash,
 )
-from tests.tiny_captioners import tiny_blip, tiny_blip2
+from testkit.tiny_captioners import tiny_blip, tiny_blip2
 
 MAX_NEW_TOKENS = 6
 

@@ -8,8 +8,8 @@ import json
 import operator
 
 from model.captioner import CaptionResult
-from tests.tiny_captioners import save_tiny_captioner
-from tests.tiny_data import write_tiny_benchmark
+from testkit.tiny_captioners import save_tiny_captioner
+from testkit.tiny_data import write_tiny_benchmark
 from training.captions import caption_dataset, discover, in_shard, main
 from training.data.gta5 import GTA5Dataset
 

@@ -11,8 +11,8 @@ import torch
 from model import load_model
 from model.checkpoint import read_header
 from serving.loading import load_serving_model, trained_on_line
+from testkit.tiny_data import write_tiny_benchmark
 from tests.test_training import _run, tiny_config
-from tests.tiny_data import write_tiny_benchmark
 from training.publish import ROOT, PublishError, _strip_host_paths, publish
 
 

@@ -22,14 +22,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bench import launcher
-from bench.reliability_cases import noise, png
 from model.checkpoint import HEADER_KEY, load_model, model_tensors, read_header, save_checkpoint
 from model.class_sets import CITYSCAPES_CLASSES
 from model.factory import create_model
+from reliability.cases import noise, png
 from serving.captioning import CaptionerTimeout, DeadlineCaptioner
 from serving.faults import Faults, FaultyCaptioner, InjectedFault, check_forward, parse_faults
 from serving.prediction import PredictRequest
+from testkit import launcher
 from tests.server import (
     ROOT,
     Server,

@@ -1,4 +1,4 @@
-"""The bad-input table of the reliability suite (bench/reliability_cases.py) against the real server.
+"""The bad-input table of the reliability suite (reliability/cases.py) against the real server.
 
 One `bentoml serve` on loopback for every case, with the table's tight limits. Each case gets its
 documented status and JSON error (or, for a valid but unusual image, a label map of the right
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.reliability_cases import CASE_NAMES, CASES, SERVER_ENV, run_case
+from reliability.cases import CASE_NAMES, CASES, SERVER_ENV, run_case
 from tests.server import Server, metric_total, running_server
 
 BY_NAME = {case.name: case for case in CASES}

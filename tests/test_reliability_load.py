@@ -1,4 +1,4 @@
-"""Load against the real server on loopback (bench/reliability.py's mix and runner).
+"""Load against the real server on loopback (reliability/run.py's mix and runner).
 
 The default suite sends 100 mixed requests at concurrency 16 (well under half a minute); the slow
 test is the soak of the report: 1000 requests after a warm-up, p50/p99 recorded, resident memory at the end within
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.reliability import MEMORY_TOLERANCE, SERVER_DEFAULTS, WARMUP, LoadResult, plan, run_load, soak
+from reliability.run import MEMORY_TOLERANCE, SERVER_DEFAULTS, WARMUP, LoadResult, plan, run_load, soak
 from tests.server import Server, running_server
 
 CONCURRENCY = 16

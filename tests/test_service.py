@@ -7,7 +7,7 @@ and the server stays ready. The limits (413, 429, 504) are in test_service_limit
 
 One server for the module: random-weight semidavil-tiny (no checkpoint), eager fp32 (so that the
 in-process predictor runs the same backend and results can be compared exactly) and the tiny
-random BLIP captioner from tests/tiny_captioners.py.
+random BLIP captioner from testkit/tiny_captioners.py.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from model.class_sets import (
 )
 from serving.loading import DEFAULT_CHECKPOINT
 from serving.predictor import Predictor
+from testkit.tiny_captioners import save_tiny_captioner
 from tests.server import (
     Server,
     assert_error,
@@ -50,7 +51,6 @@ from tests.server import (
     png_bytes,
     running_server,
 )
-from tests.tiny_captioners import save_tiny_captioner
 
 # Raised inside BentoML's client (pathspec, pydantic), not by this project.
 pytestmark = [

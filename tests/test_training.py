@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from model import create_model
+from testkit.tiny_data import write_tiny_benchmark
 from tests.helpers import fixed_batch_losses
-from tests.tiny_data import write_tiny_benchmark
 from training.augment import apply_cutmix, cutmix_box, weak_augment
 from training.config import CONFIG_DIR, ConfigError, load_config
 from training.ema import ema_decay, make_teacher, update_teacher

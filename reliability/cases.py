@@ -1,7 +1,7 @@
 """The bad-input table of the reliability suite: one request per case, its status and error code.
 
 Shared by tests/test_reliability_inputs.py (asserts every case against the real server) and
-bench/reliability.py (runs the table and writes it into RELIABILITY.md). The cases run against a
+reliability/run.py (runs the table and writes it into RELIABILITY.md). The cases run against a
 server with SERVER_ENV (tight body and pixel limits, so that "just under / just over" each limit
 stays small and fast); every other setting is the default.
 
