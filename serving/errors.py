@@ -65,22 +65,8 @@ class InvalidParameter(ServingError):
     default_code = "invalid_parameter"
 
 
-class OverCapacity(ServingError):
-    """429: too many requests in flight; the client should retry later."""
-
-    status = 429
-    default_code = "over_capacity"
-
-
 class ServiceUnavailable(ServingError):
     """503: the service cannot serve now (not ready, overloaded queue, backend down)."""
 
     status = 503
     default_code = "unavailable"
-
-
-class RequestTimeout(ServingError):
-    """504: the request did not finish within its deadline."""
-
-    status = 504
-    default_code = "timeout"

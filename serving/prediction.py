@@ -9,13 +9,14 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from model.captioner import SOURCE_NONE as SOURCE_NONE  # re-exported: one definition of the sources
 from model.captioner import CaptionResult
 from model.class_sets import ClassSet
 from serving.decode import DecodedImage
 from serving.postprocess import class_stats
 
+# caption sources: the captioner's own (captioner, cache, none) plus the two the predictor adds
 SOURCE_CALLER = "caller"
-SOURCE_NONE = "none"
 SOURCE_FAILED = "captioner_failed"
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray | Image.Image | DecodedImage
