@@ -150,19 +150,7 @@ class SemiDAViLService:
     def __init__(self) -> None:
         start = time.perf_counter()
         self.settings = SETTINGS
-        self.predictor = Predictor.from_checkpoint(
-            SETTINGS.checkpoint,
-            backend=SETTINGS.backend,
-            device=SETTINGS.device,
-            captioner=SETTINGS.captioner,
-            captioner_model=SETTINGS.captioner_model,
-            max_batch=SETTINGS.max_batch,
-            limits=SETTINGS.limits,
-            artifacts_dir=SETTINGS.artifacts or SETTINGS.probe_dir,
-            captioner_timeout_s=SETTINGS.captioner_timeout_s,
-            probe_dir=SETTINGS.probe_dir,
-            probe_full=SETTINGS.backend_probe == "full",
-        )
+        self.predictor = Predictor.from_checkpoint(SETTINGS.checkpoint, SETTINGS.predictor_options())
         if FAULTS.active:
             logger.warning("SEMIDAVIL_FAULTS=%r: fault injection is on (tests only)", SETTINGS.faults)
             if FAULTS.captioner:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -42,7 +42,7 @@ from model.class_sets import CLASS_SETS, ClassSet, custom_class_set
 from model.hardware import resolve_device
 from model.preprocess import numpy_to_model_input
 from model.text import TextEmbedder
-from serving.agreement import DEFAULT_THRESHOLD, default_margin
+from serving.agreement import default_margin
 from serving.backend_probe import BackendChoice, resolve_auto
 from serving.backends.base import Backend, ShapeProfile
 from serving.backends.factory import create_backend, default_backend_name
@@ -58,6 +58,7 @@ from serving.loading import (
     trained_on_line,
     working_size_for,
 )
+from serving.options import PredictorOptions
 from serving.postprocess import labels_and_confidence
 from serving.prediction import (
     SOURCE_CALLER,
@@ -148,45 +149,25 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls,
-        path: str | None = None,
-        backend: str = "auto",
-        device: str = "auto",
-        captioner: str | CaptionerLike = "none",
-        working_size: tuple[int, int] | None = None,
-        *,
-        max_batch: int = 8,
-        caption_length: int = 77,
-        limits: Limits | None = None,
-        artifacts_dir: str | None = None,
-        captioner_model: str | None = None,
-        agreement_threshold: float = DEFAULT_THRESHOLD,
-        agreement_margin: float | None = None,
-        captioner_timeout_s: float | None = None,
-        probe_dir: str | None = None,
-        probe_full: bool = False,
+        cls, path: str | None = None, options: PredictorOptions | None = None, **overrides: Any
     ) -> Predictor:
-        """Load a checkpoint (None: the embedded default, else random semidavil-tiny weights, flagged).
+        """Load a checkpoint (None: the embedded default, else random semidavil-tiny weights, flagged)
+        and build its backend: `options` (serving.options.PredictorOptions) with `overrides`, its
+        field names, on top, e.g. `from_checkpoint(None, backend="eager-fp32")`.
 
-        backend: a name from `serving.backends.BACKEND_NAMES` or "auto" (`choose_default_backend`);
-        compiled backends are re-loaded from `artifacts_dir` when a matching artefact exists, else
-        built and gated against eager fp32 (AgreementError if refused). captioner: "none", "blip2",
-        "blip" or an object with `caption(images)`. working_size (H, W): default from the
-        checkpoint header's eval size (512x1024 for vitb16, 128x256 for tiny). agreement_margin:
-        default 0 for trained weights, 0.01 for random weights (near-ties everywhere).
-        captioner_timeout_s: a captioner call slower than this degrades to no caption (None: no limit).
-        probe_dir: with backend "auto", time the candidates on this machine once and cache the
-        choice there (serving.backend_probe; probe_full: every compiled backend too); None: the
-        committed table, then the fallback rule.
+        Compiled backends are re-loaded from `artifacts_dir` when a matching artefact exists, else
+        built and gated against eager fp32 (AgreementError if refused); backend "auto" resolves
+        through serving.backend_probe (GET /model `backend_choice` says how).
         """
+        o = replace(options or PredictorOptions(), **overrides)
         served = load_serving_model(path)
-        torch_device = resolve_device(device)
+        torch_device = resolve_device(o.device)
         served.model.to(torch_device).eval()
-        size = working_size or working_size_for(served)
+        size = o.working_size or working_size_for(served)
         class_set = default_class_set(served.class_names)
-        profile = ShapeProfile(size[0], size[1], caption_length, max_batch, len(class_set))
+        profile = ShapeProfile(size[0], size[1], o.caption_length, o.max_batch, len(class_set))
         embedder = TextEmbedder(served.model.text)
-        margin = default_margin(served.random_weights) if agreement_margin is None else agreement_margin
+        margin = default_margin(served.random_weights) if o.agreement_margin is None else o.agreement_margin
 
         def inputs_fn() -> list:
             return agreement_inputs(served.model, profile, class_set, embedder=embedder)
@@ -198,14 +179,14 @@ class Predictor:
                 profile,
                 torch_device,
                 inputs_fn,
-                artifacts_dir,
+                o.artifacts_dir,
                 served.checkpoint_sha256,
                 served.name,
-                agreement_threshold,
+                o.agreement_threshold,
                 margin,
             )
 
-        if backend == "auto":
+        if o.backend == "auto":
             choice, backend_obj = resolve_auto(
                 torch_device,
                 served.name,
@@ -213,24 +194,25 @@ class Predictor:
                 profile,
                 build,
                 lambda: inputs_fn()[0],
-                probe_dir,
-                full=probe_full,
+                o.probe_dir,
+                full=o.probe_full,
             )
         else:
-            choice, backend_obj = BackendChoice(backend, "explicit", "the backend setting names it"), None
+            choice, backend_obj = BackendChoice(o.backend, "explicit", "the backend setting names it"), None
         backend_obj = backend_obj or build(choice.name)
+        captioner = o.captioner
         if isinstance(captioner, str):
-            captioner = create_captioner(captioner, captioner_model, device=str(torch_device))
+            captioner = create_captioner(captioner, o.captioner_model, device=str(torch_device))
         predictor = cls(
             served,
             backend_obj,
             size,
-            caption_length,
+            o.caption_length,
             captioner,
-            limits,
+            o.limits,
             class_set,
             embedder,
-            captioner_timeout_s,
+            o.captioner_timeout_s,
         )
         predictor.backend_choice = choice
         return predictor

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from serving.decode import Limits
+from serving.options import PredictorOptions
 
 DEFAULT_LIMITS = Limits()  # the one place the body and pixel limits' defaults are written
 
@@ -64,6 +65,22 @@ class ServiceSettings:
     trim_slack_mb: int = 64
     backend_probe: str = "on"
     limits: Limits = field(default_factory=Limits)
+
+    def predictor_options(self) -> PredictorOptions:
+        """The predictor these settings describe (compiled artefacts kept in the probe's folder
+        when SEMIDAVIL_ARTIFACTS is not set)."""
+        return PredictorOptions(
+            backend=self.backend,
+            device=self.device,
+            captioner=self.captioner,
+            captioner_model=self.captioner_model,
+            max_batch=self.max_batch,
+            limits=self.limits,
+            artifacts_dir=self.artifacts or self.probe_dir,
+            captioner_timeout_s=self.captioner_timeout_s,
+            probe_dir=self.probe_dir,
+            probe_full=self.backend_probe == "full",
+        )
 
     @property
     def probe_dir(self) -> str | None:

@@ -308,3 +308,21 @@ def test_open_vocabulary_follows_the_training_config():
     assert served({"pretrained": None}).open_vocabulary is False
     assert served({"pretrained": "runs/vlp-tiny/clip.safetensors"}).open_vocabulary is True
     assert served(None).open_vocabulary is True  # the header does not say: no warning
+
+
+def test_options_come_from_one_value_the_settings_produce(monkeypatch):
+    from serving.options import PredictorOptions
+    from serving.settings import ServiceSettings
+
+    monkeypatch.setenv("SEMIDAVIL_BACKEND", "eager-fp32")
+    monkeypatch.setenv("SEMIDAVIL_MAX_BATCH", "3")
+    monkeypatch.setenv("SEMIDAVIL_BACKEND_PROBE", "off")
+    monkeypatch.setenv("SEMIDAVIL_MAX_PIXELS", "123456")
+    options = ServiceSettings.from_env().predictor_options()
+    assert (options.backend, options.max_batch, options.probe_dir) == ("eager-fp32", 3, None)
+    assert options.limits.max_pixels == 123456
+    built = Predictor.from_checkpoint(None, options, captioner="none", working_size=(64, 128))
+    assert built.backend.name == "eager-fp32" and built.backend.max_batch == 3
+    assert built.limits.max_pixels == 123456 and built.working_size == (64, 128)
+    with pytest.raises(TypeError):
+        Predictor.from_checkpoint(None, PredictorOptions(), no_such_option=1)
