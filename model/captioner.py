@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from PIL import Image
 
 from model._env import hub_is_offline
 from model.atomic import atomic_write_text
+from model.lru import LRUCache
 
 logger = logging.getLogger(__name__)
 
@@ -98,27 +98,20 @@ class CaptionCache:
         self.max_entries = max_entries
         self.path = Path(path).expanduser() if path is not None else None
         self.autosave = autosave
-        self._entries: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: LRUCache[str, str] = LRUCache(max_entries)
         self._save_lock = threading.Lock()
         if self.path is not None:
             self._load_file(self.path)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._entries
+        return key in self._entries
 
     def get(self, key: str) -> str | None:
         """The cached text for `key` (marking it most recently used), or None."""
-        with self._lock:
-            text = self._entries.get(key)
-            if text is not None:
-                self._entries.move_to_end(key)
-            return text
+        return self._entries.get(key)
 
     def put(self, key: str, text: str) -> None:
         """Store one entry (see `put_many`)."""
@@ -126,22 +119,13 @@ class CaptionCache:
 
     def put_many(self, items: Iterable[tuple[str, str]]) -> None:
         """Store entries, evicting the least recently used beyond `max_entries`; autosave once."""
-        added = False
-        with self._lock:
-            for key, text in items:
-                if self.max_entries == 0:
-                    break
-                self._entries[key] = text
-                self._entries.move_to_end(key)
-                added = True
-            self._evict_locked()
+        added = self._entries.put_many(items)
         if added and self.autosave and self.path is not None:
             self.save()
 
     def clear(self) -> None:
         """Drop every in-memory entry (the file, if any, is left until the next save)."""
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write all entries (oldest first) as JSON, atomically; returns the path written."""
@@ -149,15 +133,10 @@ class CaptionCache:
         if target is None:
             raise ValueError("CaptionCache.save() needs a path (none given at construction)")
         with self._save_lock:
-            with self._lock:
-                entries = [[key, text] for key, text in self._entries.items()]
+            entries = [[key, text] for key, text in self._entries.items()]
             payload = {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "entries": entries}
             _atomic_write_json(target, payload)
         return target
-
-    def _evict_locked(self) -> None:
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
 
     def _load_file(self, path: Path) -> None:
         if not path.exists():
@@ -167,11 +146,7 @@ class CaptionCache:
         except (OSError, ValueError) as exc:
             logger.warning("ignoring unreadable caption cache %s: %s", path, exc)
             return
-        with self._lock:
-            for key, text in entries:
-                self._entries[key] = text
-                self._entries.move_to_end(key)
-            self._evict_locked()
+        self._entries.put_many(entries)
 
 
 def _parse_cache_payload(payload: Any) -> list[tuple[str, str]]:

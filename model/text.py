@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from model.lru import LRUCache
 
 
 class ClipTextEncoder(nn.Module):
@@ -49,34 +49,6 @@ class ClipTextEncoder(nn.Module):
         return feats[torch.arange(tokens.shape[0], device=tokens.device), tokens.argmax(dim=-1)]
 
 
-class _LRU:
-    """A small thread-safe LRU cache of tensors."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._data: OrderedDict[object, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: object) -> torch.Tensor | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: object, value: torch.Tensor) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
-
-
 class TextEmbedder:
     """Tokenizer + frozen text tower + caches: class embeddings and caption token features.
 
@@ -93,8 +65,8 @@ class TextEmbedder:
             tokenizer = open_clip.SimpleTokenizer(context_length=encoder.context_length)
         self.encoder = encoder
         self.tokenizer = tokenizer
-        self._classes = _LRU(64)
-        self._captions = _LRU(cache_size)
+        self._classes: LRUCache[object, torch.Tensor] = LRUCache(64)
+        self._captions: LRUCache[object, torch.Tensor] = LRUCache(cache_size)
 
     @property
     def device(self) -> torch.device:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +40,7 @@ from PIL import Image
 from model.captioner import CaptionerUnavailable, create_captioner
 from model.class_sets import CLASS_SETS, ClassSet, custom_class_set
 from model.hardware import resolve_device
+from model.lru import LRUCache
 from model.preprocess import numpy_to_model_input
 from model.text import TextEmbedder
 from serving.agreement import default_margin
@@ -140,7 +141,7 @@ class Predictor:
         self.default_class_set = class_set or default_class_set(served.class_names)
         self.embedder = embedder or TextEmbedder(served.model.text)
         self._fallback: Backend | None = None
-        self._class_sets: OrderedDict[tuple[str, ...], ClassSet] = OrderedDict()
+        self._class_sets: LRUCache[tuple[str, ...], ClassSet] = LRUCache(256)
         self._lock = threading.Lock()
         self._forward_lock = threading.Lock()
         self._serialize = self.device.type == "cpu" or not backend.thread_safe
@@ -471,19 +472,14 @@ class Predictor:
     def _custom_class_set(self, prompts: tuple[str, ...]) -> ClassSet:
         if len(prompts) == 1:  # one class: every pixel gets it; nothing to segment
             raise InvalidParameter(f"a custom class list needs at least two classes, got {list(prompts)!r}")
-        with self._lock:
-            cached = self._class_sets.get(prompts)
-            if cached is not None:
-                self._class_sets.move_to_end(prompts)
-                return cached
+        cached = self._class_sets.get(prompts)
+        if cached is not None:
+            return cached
         try:
             class_set = custom_class_set(list(prompts))
         except ValueError as err:
             raise InvalidParameter(f"invalid class list: {err}") from err
-        with self._lock:
-            self._class_sets[prompts] = class_set
-            while len(self._class_sets) > 256:
-                self._class_sets.popitem(last=False)
+        self._class_sets.put(prompts, class_set)
         return class_set
 
     @staticmethod
