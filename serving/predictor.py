@@ -341,7 +341,9 @@ class Predictor:
     def warmup(self) -> float:
         """One forward of a fixed input through the serving backend (readiness check); seconds taken."""
         start = time.perf_counter()
-        blank = np.zeros((*self.working_size, 3), dtype=np.uint8)
+        h, w = self.working_size
+        # already decoded: the request limits (which may be below the working size) do not apply
+        blank = DecodedImage(np.zeros((h, w, 3), dtype=np.uint8), "RGB", "warmup", w, h)
         self.predict(blank, caption="", use_captioner=False)
         return time.perf_counter() - start
 
