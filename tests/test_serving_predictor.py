@@ -163,11 +163,14 @@ def test_custom_class_prompts_change_classes_and_label_range(predictor):
             predictor.predict(image, classes=bad)
 
 
-def test_predict_batch_equals_single_predictions(fixture_png):
-    """fp32, and the DLG switched on (gamma = 1; it is zero at initialisation, which would make captions
-    irrelevant), so a caption given to the wrong image would show. Batched and single convolutions
-    differ in the last bits, which flips a few of the random model's near-tied pixels: >= 99.9 %."""
-    fp32 = Predictor.from_checkpoint(None, backend="eager-fp32")
+def test_predict_batch_equals_single_predictions(fixture_png, tmp_path):
+    """fp32, a random tiny model with the DLG switched on (gamma = 1; it is zero at initialisation,
+    which would make captions irrelevant; the embedded default has no DLG), so a caption given to
+    the wrong image would show. Batched and single convolutions differ in the last bits, which flips
+    a few of the random model's near-tied pixels: >= 99.9 %."""
+    path = tmp_path / "tiny_dlg.safetensors"
+    save_checkpoint(path, random_model(seed=2), list(CITYSCAPES_CLASSES), {"eval": {"size": [128, 256]}})
+    fp32 = Predictor.from_checkpoint(str(path), backend="eager-fp32")
     with torch.no_grad():
         fp32.served.model.seg.dlg.gamma.fill_(1.0)
     images = [fixture_png, png_bytes(scene(240, 320, 4), "JPEG"), scene(100, 200, 5)]
