@@ -5,7 +5,7 @@
 For a real 2048x1024 Cityscapes PNG and the same photo at 1024x512 (resized, re-encoded as PNG),
 each stage's previous and current implementation are timed in alternating rounds on the same
 inputs (a busier or slower machine moves both columns alike):
-  decode        PIL (serving.decode.decode_pil) vs the libspng path (serving.png_fast)
+  decode        PIL (serving.decode.decode_pil) vs the OpenCV path (serving.png_fast)
   postprocess   full-size upsample of every class + argmax + softmax
                 (serving.postprocess.reference_labels_and_confidence) vs the cell method
                 (labels_and_confidence), on the served model's logits for that photo
@@ -137,13 +137,13 @@ def png_at(data: bytes, size: tuple[int, int]) -> bytes:
 
 
 def pil_decode(data: bytes) -> Any:
-    """The decode before the libspng path: header, limits, PIL load and conversions."""
-    from serving.decode import Limits, _open_header, decode_pil
+    """The decode before the OpenCV path: PIL's header, the limits, PIL load and conversions."""
+    from PIL import Image
 
-    limits = Limits()
-    img = _open_header(data, limits)
-    with img:
-        return decode_pil(img, limits, img.format)
+    from serving.decode import Limits, decode_pil
+
+    with Image.open(io.BytesIO(data)) as img:
+        return decode_pil(img, Limits(), img.format)
 
 
 @contextlib.contextmanager
@@ -230,8 +230,7 @@ def measure_size(predictor: Any, data: bytes, repeats: int) -> tuple[list[list[s
         ("label PNG", lambda: label_png(pred.label_map)),
         ("JSON", lambda: json.dumps(prediction_json(pred))),
     ):
-        stat = single(fn, repeats)
-        stages[name] = (stat, stat)
+        stages[name] = (None, single(fn, repeats))  # unchanged stages: one column
 
     def predict() -> Any:
         return predictor.predict(data, caption="")
@@ -243,12 +242,11 @@ def measure_size(predictor: Any, data: bytes, repeats: int) -> tuple[list[list[s
     stages["predict (in process)"] = alternate(predict_before, predict, repeats)
     rows = []
     for name, (before, after) in stages.items():
-        same = before is after
         rows.append([
             name,
-            "" if same else f"{before['median']:.1f} ({before['min']:.1f}-{before['max']:.1f})",
+            "" if before is None else f"{before['median']:.1f} ({before['min']:.1f}-{before['max']:.1f})",
             f"{after['median']:.1f} ({after['min']:.1f}-{after['max']:.1f})",
-            "" if same else f"{before['median'] / after['median']:.2f}x",
+            "" if before is None else f"{before['median'] / after['median']:.2f}x",
         ])  # fmt: skip
     return rows, agreement
 

@@ -35,7 +35,12 @@ from model.atomic import atomic_write_text
 from model.hardware import fast_bf16
 from serving.agreement import AgreementError
 from serving.backends.base import Backend, BackendUnavailable, Inputs, ShapeProfile
-from serving.backends.factory import choose_default_backend, cpu_feature_key, default_backend_name
+from serving.backends.factory import (
+    choose_default_backend,
+    cpu_feature_key,
+    default_backend_name,
+    matching_choice,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -210,14 +215,18 @@ def probe(
 
 def table_choice(device: torch.device, model_name: str) -> BackendChoice:
     """The committed table's entry for this device class and model, else the fallback rule."""
-    name = choose_default_backend(device, model_name)
-    if name == default_backend_name(device):
+    entry = matching_choice(device, model_name)
+    if entry is None:
         return BackendChoice(
-            name, "fallback rule", "no probe; serving/backends/factory.py default_backend_name"
+            default_backend_name(device),
+            "fallback rule",
+            "no probe; serving/backends/factory.py default_backend_name",
         )
     key = cpu_feature_key(device)
     return BackendChoice(
-        name, "committed table", f"serving/backend_choice.json entry for {device.type} {key} {model_name}"
+        str(entry["backend"]),
+        "committed table",
+        f"serving/backend_choice.json entry for {device.type} {key} {model_name}",
     )
 
 

@@ -39,7 +39,6 @@ class GreedyBatcher(Generic[In, Out]):
         self._queue: deque[tuple[In, asyncio.Future[Any]]] = deque()
         self._draining = False
         self._task: asyncio.Task[None] | None = None
-        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for tests and logs
 
     async def __call__(self, item: In) -> Out:
         loop = asyncio.get_running_loop()
@@ -64,7 +63,6 @@ class GreedyBatcher(Generic[In, Out]):
                 jobs = self._next_batch()
                 if not jobs:
                     continue
-                self.batch_sizes.append(len(jobs))
                 try:
                     results = await anyio.to_thread.run_sync(self._fn, tuple(item for item, _ in jobs))
                     if len(results) != len(jobs):

@@ -19,11 +19,13 @@ import cv2
 import numpy as np
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# IHDR colour type -> (PIL's mode name for it, cv2.imdecode flags): grey, RGB, RGBA at bit depth 8
-_FAST_COLOUR_TYPES = {
-    0: ("L", cv2.IMREAD_GRAYSCALE),
-    2: ("RGB", cv2.IMREAD_COLOR_RGB),
-    6: ("RGBA", cv2.IMREAD_UNCHANGED),
+# IHDR colour type -> PIL's mode name for it (grey, RGB, RGBA at bit depth 8)
+_FAST_COLOUR_TYPES = {0: "L", 2: "RGB", 6: "RGBA"}
+# mode -> (cv2.imdecode flags, the channel part of the decoded array's shape)
+_CV2_READ = {
+    "L": (cv2.IMREAD_GRAYSCALE, ()),
+    "RGB": (cv2.IMREAD_COLOR_RGB, (3,)),
+    "RGBA": (cv2.IMREAD_UNCHANGED, (4,)),
 }
 # chunks that change what the pixels mean or which frame is first: PIL handles those files
 _SLOW_CHUNKS = frozenset({b"tRNS", b"eXIf", b"acTL"})
@@ -46,7 +48,7 @@ def fast_mode(data: bytes) -> str | None:
         return None
     if not _chunks_are_sound(memoryview(data)):
         return None
-    return _FAST_COLOUR_TYPES[colour_type][0]
+    return _FAST_COLOUR_TYPES[colour_type]
 
 
 def _chunks_are_sound(view: memoryview) -> bool:
@@ -76,9 +78,8 @@ def decode(data: bytes, mode: str) -> np.ndarray:
 
     Raises BrokenPNG when libpng cannot decode the pixel data.
     """
-    flags = next(f for m, f in _FAST_COLOUR_TYPES.values() if m == mode) | cv2.IMREAD_IGNORE_ORIENTATION
-    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
+    flags, channels = _CV2_READ[mode]
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None or pixels.dtype != np.uint8 or pixels.shape[2:] != channels:
         raise BrokenPNG("libpng could not decode the pixel data")
     if mode == "RGBA":

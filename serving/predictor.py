@@ -24,6 +24,7 @@ forward already uses all cores) and for backends that are not thread-safe.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -170,6 +171,7 @@ class Predictor:
         embedder = TextEmbedder(served.model.text)
         margin = default_margin(served.random_weights) if o.agreement_margin is None else o.agreement_margin
 
+        @functools.cache  # built once: the probe gates and times several candidates on them
         def inputs_fn() -> list:
             return agreement_inputs(served.model, profile, class_set, embedder=embedder)
 

@@ -35,6 +35,7 @@ __all__ = [
     "choose_default_backend",
     "create_backend",
     "default_backend_name",
+    "matching_choice",
 ]
 
 logger = logging.getLogger(__name__)
@@ -123,12 +124,12 @@ def _read_choices(path: Path) -> list[dict[str, Any]]:
     return [c for c in choices if isinstance(c, dict) and c.get("backend") in BACKEND_NAMES]
 
 
-def choose_default_backend(
+def matching_choice(
     device: str | torch.device,
     model_name: str | None = None,
     choice_file: str | os.PathLike[str] | None = None,
-) -> str:
-    """The backend "auto" means: a measured choice from the choice file if one matches, else the rule.
+) -> dict[str, Any] | None:
+    """The choice file's first entry for this device (and CPU class and model), or None.
 
     A choice matches on `device` ("cpu"/"cuda"), optionally `cpu_features` and `model`; entries
     naming a TensorRT backend are skipped where torch_tensorrt cannot be used.
@@ -143,5 +144,16 @@ def choose_default_backend(
             continue
         if choice["backend"].startswith("tensorrt") and not tensorrt_importable():
             continue
-        return str(choice["backend"])
-    return default_backend_name(device)
+        return choice
+    return None
+
+
+def choose_default_backend(
+    device: str | torch.device,
+    model_name: str | None = None,
+    choice_file: str | os.PathLike[str] | None = None,
+) -> str:
+    """The backend "auto" means without probing: a measured choice from the choice file if one
+    matches (`matching_choice`), else the rule."""
+    choice = matching_choice(device, model_name, choice_file)
+    return str(choice["backend"]) if choice else default_backend_name(device)
