@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import fixed_batch_losses
 from training.augment import weak_augment
 from training.data import CityscapesDataset, DatasetError
-from training.data.build import build_target_train, stream_scale
+from training.data.build import build_target_train, build_val_dataset, stream_scale, target_split
 
 REAL = Path("real/cityscapes")
 SEQUENCE, UNLABELED = "leftImg8bit_sequence", "leftImg8bit_unlabeled"
@@ -89,6 +89,25 @@ def test_config_builds_the_unlabeled_stream_with_resize(real_root: Path) -> None
     assert len(unlabeled) == 25 and unlabeled[3]["image"].shape == (64, 128, 3)
     labeled = build_target_train(config, ["ulm_000088_000019"], labeled=True)
     assert labeled[0]["label"].shape == (64, 128)
+
+
+def test_holdout_frames_leave_training_and_become_the_eval_set(real_root: Path) -> None:
+    def config(num_labeled: int, holdout: int) -> dict:
+        target = {"type": "cityscapes", "root": str(real_root), "unlabeled_dirs": [UNLABELED]}
+        data = {"num_classes": 19, "num_labeled": num_labeled, "holdout": holdout, "split_seed": 0}
+        data["use_captions"] = False
+        return {"data": {**data, "target": target}}
+
+    labeled, unlabeled = target_split(config(6, 2))
+    held = [build_val_dataset(config(6, 2))[i]["name"] for i in range(2)]
+    all_labeled, _ = target_split(config(8, 0))
+    assert len(labeled) == 6 and len(held) == 2 and not set(held) & set(labeled + unlabeled)
+    assert sorted(labeled + held) == sorted(all_labeled)
+    # no holdout: the eval set is the val split (3 frankfurt frames)
+    val = build_val_dataset(config(8, 0))
+    assert len(val) == 3 and all(val[i]["name"].startswith("frankfurt") for i in range(3))
+    with pytest.raises(DatasetError, match="holdout"):
+        target_split(config(6, -1))
 
 
 def test_missing_label_is_named(real_root: Path, tmp_path: Path) -> None:

@@ -98,11 +98,33 @@ def _target_check(block: dict[str, Any]) -> None:
 
 
 def target_split(config: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(labeled, unlabeled) names of the target train set for `data.num_labeled`, `data.split_seed`."""
-    block = config["data"]["target"]
+    """(labeled, unlabeled) names of the target train set for `data.num_labeled`, `data.split_seed`.
+
+    Frames held out for model selection (`data.holdout`, `holdout_names`) are in neither list.
+    """
+    labeled, unlabeled, _ = _split_with_holdout(config)
+    return labeled, unlabeled
+
+
+def holdout_names(config: dict[str, Any]) -> list[str]:
+    """Labeled train frames held out of training and evaluated instead of the val split.
+
+    `data.holdout: K` (default 0) draws K frames from the labeled side with the split's seed, so
+    that choices (schedule, size) are made on frames the reported val numbers never see.
+    """
+    return _split_with_holdout(config)[2]
+
+
+def _split_with_holdout(config: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    block, data = config["data"]["target"], config["data"]
     _target_check(block)
     names = [s.name for s in discover_cityscapes(Path(block["root"]), "train", labeled=False)]
-    return make_split(names, config["data"]["num_labeled"], config["data"]["split_seed"])
+    holdout, seed = int(data.get("holdout") or 0), data["split_seed"]
+    if holdout < 0:
+        raise DatasetError(f"data.holdout must be >= 0, got {holdout}")
+    labeled, unlabeled = make_split(names, data["num_labeled"] + holdout, seed)
+    labeled, held = make_split(labeled, data["num_labeled"], seed) if holdout else (labeled, [])
+    return labeled, unlabeled, held
 
 
 def build_target_train(config: dict[str, Any], names: list[str], labeled: bool) -> CityscapesDataset:
@@ -134,13 +156,16 @@ def unlabeled_stream_names(config: dict[str, Any], labeled: list[str], unlabeled
 
 
 def build_val_dataset(config: dict[str, Any]) -> CityscapesDataset:
-    """Target val at its native size (inference resizes to eval.size; labels stay full-res)."""
+    """Target val at its native size (inference resizes to eval.size; labels stay full-res); the
+    held-out train frames instead when `data.holdout` > 0."""
     block = config["data"]["target"]
     _target_check(block)
+    held = holdout_names(config)
     data = CityscapesDataset(
         block["root"],
-        "val",
+        "train" if held else "val",
         config["data"]["num_classes"],
-        captions_file=_captions(block, "captions_val", config),
+        names=held or None,
+        captions_file=_captions(block, "captions_train" if held else "captions_val", config),
     )
     return shuffle_captions(data, config, "target_val")
