@@ -18,7 +18,9 @@ image) are upsampled in full, band by band. Tolerances, both tested:
   is upsampled bilinearly instead (a convex combination of the corners' confidences), off by
   <= 0.01 per pixel and <= 0.001 in a class's mean confidence on the fixture frames. Confidence
   only feeds the per-class mean confidence of the response.
-At 2048x1024 from 128x256 logits this is 3-5x faster than the reference (bench/stages.py).
+Boundary pixels go through the full path as one vectorised gather of their four corners (chunked),
+not band by band: with the default model's full-working-size logits (256x512 -> 2048x1024) the
+per-band Python loop was most of the cost (bench/request_path.py measures both).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _MARGIN_REL = 1e-4
 # the reference's one cv2.resize is as fast.
 _MIN_UPSCALE_AREA = 4.0
 _UNSURE = 255  # cell label of a cell that takes the full path (class indices stay below it)
+# Boundary pixels go through the full path in chunks of this many (bounds its memory: ~5 KB each).
+_FULL_PATH_CHUNK = 1 << 16
 
 
 @torch.inference_mode()
@@ -101,68 +105,69 @@ def _axis_cells(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(first, -1, n_in - 1) + 1, weight
 
 
-def _cell_labels(padded: np.ndarray) -> np.ndarray:
-    """Edge-padded logits [K, h+2, w+2] -> uint8 [h+1, w+1]: the class that is the clear argmax at
-    all four corners of a cell, or _UNSURE."""
-    k = padded.shape[0]
-    best = padded.argmax(axis=0).astype(np.uint8)
-    top2 = np.partition(padded, k - 2, axis=0)[k - 2 :]
-    clear = (top2[1] - top2[0]) >= _MARGIN_REL * max(1.0, float(np.abs(padded).max()))
+def _corner_stats(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fp32 [K, h, w] -> (argmax uint8 [h, w], clear-lead bool [h, w], max softmax float32 [h, w]).
+
+    torch, not numpy: max over the class axis is one threaded pass, np.partition was 3x slower.
+    """
+    top, best = logits.max(dim=0)
+    second = logits.scatter(0, best[None], float("-inf")).amax(dim=0)
+    clear = (top - second) >= _MARGIN_REL * max(1.0, float(logits.abs().amax()))
+    confidence = (logits - top).exp_().sum(dim=0).reciprocal_()
+    return best.to(torch.uint8).numpy(), clear.numpy(), confidence.numpy()
+
+
+def _cell_labels(best: np.ndarray, clear: np.ndarray) -> np.ndarray:
+    """Per-pixel argmax and clear lead [h, w] -> uint8 [h+1, w+1] over the edge-padded grid: the
+    class that is the clear argmax at all four corners of a cell, or _UNSURE."""
+    best, clear = np.pad(best, 1, mode="edge"), np.pad(clear, 1, mode="edge")
     a, b, c, d = best[:-1, :-1], best[1:, :-1], best[:-1, 1:], best[1:, 1:]
     same = (a == b) & (a == c) & (a == d)
     sure = same & clear[:-1, :-1] & clear[1:, :-1] & clear[:-1, 1:] & clear[1:, 1:]
     return np.where(sure, a, _UNSURE).astype(np.uint8)
 
 
-def _low_res_confidence(logits: np.ndarray) -> np.ndarray:
-    """[K, h, w] -> float32 [h, w] max softmax probability."""
-    e = np.exp(logits - logits.max(axis=0, keepdims=True))
-    return (1.0 / e.sum(axis=0)).astype(np.float32)
-
-
 def _cell_labels_and_confidence(logits: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """float32 [K, h, w] -> (uint8 [H, W], float16 [H, W]) by the cell method (module docstring)."""
     _, h, w = logits.shape
     out_h, out_w = size
-    padded = np.pad(logits, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    best, clear, low_conf = _corner_stats(torch.from_numpy(logits))
     cell_y, weight_y = _axis_cells(out_h, h)
     cell_x, weight_x = _axis_cells(out_w, w)
-    labels = _cell_labels(padded)[cell_y][:, cell_x]
-    confidence = cv2.resize(_low_res_confidence(logits), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-    # cell_y is non-decreasing: output rows of cell row i are bounds[i]:bounds[i + 1]
-    bounds = np.searchsorted(cell_y, np.arange(h + 2))
-    for i in np.unique(cell_y):
-        rows = slice(bounds[i], bounds[i + 1])
-        cols = np.flatnonzero(labels[bounds[i]] == _UNSURE)  # the same columns in every row of the band
-        if cols.size:
-            _full_path(
-                padded, i, cols, cell_x[cols], weight_x[cols], weight_y[rows], labels[rows], confidence[rows]
-            )
+    labels = _cell_labels(best, clear)[cell_y][:, cell_x]
+    confidence = cv2.resize(low_conf, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+    flat = np.flatnonzero(labels == _UNSURE)  # 1-D is ~2x faster than np.nonzero's two arrays
+    if flat.size:
+        hwk = np.ascontiguousarray(logits.transpose(1, 2, 0))  # one pixel's K logits are one row
+        for lo in range(0, flat.size, _FULL_PATH_CHUNK):
+            y, x = np.divmod(flat[lo : lo + _FULL_PATH_CHUNK], out_w)
+            # cell index i of the edge-padded grid has the corners i - 1 and i, clamped to the image
+            y0, x0 = np.maximum(cell_y[y] - 1, 0), np.maximum(cell_x[x] - 1, 0)
+            y1, x1 = np.minimum(cell_y[y], h - 1), np.minimum(cell_x[x], w - 1)
+            corners = hwk[y0, x0], hwk[y0, x1], hwk[y1, x0], hwk[y1, x1]
+            lab, conf = _full_path(*corners, weight_x[x][:, None], weight_y[y][:, None])
+            labels[y, x], confidence[y, x] = lab, conf
     return labels, confidence.astype(np.float16)
 
 
 def _full_path(
-    padded: np.ndarray,
-    cell_row: int,
-    cols: np.ndarray,
-    cell_cols: np.ndarray,
+    top_left: np.ndarray,
+    top_right: np.ndarray,
+    bottom_left: np.ndarray,
+    bottom_right: np.ndarray,
     weight_x: np.ndarray,
     weight_y: np.ndarray,
-    labels: np.ndarray,
-    confidence: np.ndarray,
-) -> None:
-    """Every class upsampled at `cols` of one band of output rows (cell row `cell_row`), written
-    into the band's `labels` [n_rows, W] and `confidence` [n_rows, W]; horizontal then vertical,
-    the order cv2 interpolates in."""
-    top, bottom = padded[:, cell_row], padded[:, cell_row + 1]  # [K, w+2]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Corner logits [n, K] and weights [n, 1] of n output pixels -> (argmax uint8 [n], max softmax
+    float32 [n]) of their bilinear interpolation: horizontal then vertical, the order cv2 uses."""
     left = 1.0 - weight_x
-    upper = top[:, cell_cols] * left + top[:, cell_cols + 1] * weight_x  # [K, n]
-    lower = bottom[:, cell_cols] * left + bottom[:, cell_cols + 1] * weight_x
-    wy = weight_y[:, None, None]
-    values = upper[None] * (1.0 - wy) + lower[None] * wy  # [n_rows, K, n]
-    labels[:, cols] = values.argmax(axis=1)
-    values -= values.max(axis=1, keepdims=True)
-    confidence[:, cols] = 1.0 / np.exp(values).sum(axis=1)
+    upper = top_left * left + top_right * weight_x
+    lower = bottom_left * left + bottom_right * weight_x
+    values = torch.from_numpy(upper * (1.0 - weight_y) + lower * weight_y)
+    # torch for the reductions: threaded, and max gives the argmax in the same pass
+    top, labels = values.max(dim=1, keepdim=True)
+    confidence = values.sub_(top).exp_().sum(dim=1).reciprocal_()
+    return labels[:, 0].to(torch.uint8).numpy(), confidence.numpy()
 
 
 def class_stats(
