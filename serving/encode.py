@@ -1,7 +1,9 @@
 """Label maps -> PNG bytes (raw ids, Cityscapes label ids, colour, overlay) and base64 helpers.
 
-Encoder choice, measured on this 2-core CPU for a 2048x1024 map (min of 5, zlib level 1):
-- label map, mode L: PIL 5 ms vs cv2.imencode 9 ms -> PIL;
+Encoder choice, measured on a 2-core CPU for a 2048x1024 map (min of 5, zlib level 1):
+- label map, mode L: cv2.imencode with the "up" row filter and zlib's run-length strategy, 4.5x
+  faster than PIL's default on a real Cityscapes label map and half its size (also faster and
+  smaller on noise and on blocky maps); PIL only chose filters per row adaptively;
 - colour map, palette mode P: PIL 3.6 ms (cv2 cannot write palette PNGs) -> PIL;
 - RGB overlay: cv2 156 ms vs PIL 202 ms (incl. the RGB->BGR swap) -> cv2.
 Compression level 1 throughout: level 6 costs 2-6x the time for files 2x smaller; level 1 keeps
@@ -36,9 +38,21 @@ def _pil_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+# Label maps are large flat regions: each row repeats the one above (filter "up" -> zeros) and
+# zlib's RLE strategy codes the runs without searching for longer matches.
+_LABEL_PNG_FLAGS = [
+    cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
+    cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+    cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
+]  # fmt: skip
+
+
 def label_png(label: np.ndarray) -> bytes:
     """uint8 [H, W] class indices (train ids for the named sets) -> 8-bit grey PNG, values unchanged."""
-    return _pil_png(Image.fromarray(_check_label(label)))
+    ok, buf = cv2.imencode(".png", _check_label(label), _LABEL_PNG_FLAGS)
+    if not ok:
+        raise RuntimeError(f"cv2 could not encode a label map of shape {label.shape} as PNG")
+    return buf.tobytes()
 
 
 def label_id_lut_for(class_set: ClassSet) -> np.ndarray:
