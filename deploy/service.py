@@ -121,7 +121,11 @@ def _ui_predictor() -> Predictor | None:
 
 
 def _ui_app() -> Any:
-    """The Gradio demo mounted at /ui (one process serves API and UI); skipped without Gradio."""
+    """The Gradio demo mounted at /ui (one process serves API and UI); skipped without Gradio or
+    with SEMIDAVIL_UI=off (then /ui answers 404 in the JSON error shape)."""
+    if not SETTINGS.ui:
+        logger.info("demo not mounted (SEMIDAVIL_UI=off)")
+        return Starlette()
     try:
         from ui.app import build_ui_asgi
     except ImportError as err:  # a serving image built without the UI extra

@@ -48,7 +48,9 @@ class ServiceSettings:
     trim; 0 trims after every batch, see serving/memory.py), SEMIDAVIL_BACKEND_PROBE (on: with
     SEMIDAVIL_BACKEND=auto the first start times the candidate backends on this machine (seconds)
     and caches the choice in SEMIDAVIL_ARTIFACTS, else ~/.cache/semidavil/artifacts; full: also
-    every torch.compile backend (minutes); off: the committed table, serving/backend_choice.json).
+    every torch.compile backend (minutes); off: the committed table, serving/backend_choice.json),
+    SEMIDAVIL_UI (on: the demo is mounted at /ui; off: an API-only deployment, without Gradio's
+    start-up and without its queue loop in the API's event loop).
     """
 
     checkpoint: str | None = None
@@ -64,6 +66,7 @@ class ServiceSettings:
     faults: str = ""
     trim_slack_mb: int = 64
     backend_probe: str = "on"
+    ui: bool = True
     limits: Limits = field(default_factory=Limits)
 
     def predictor_options(self) -> PredictorOptions:
@@ -108,6 +111,7 @@ class ServiceSettings:
             faults=os.environ.get("SEMIDAVIL_FAULTS", "").strip(),
             trim_slack_mb=_non_negative_int("SEMIDAVIL_TRIM_SLACK_MB", "64"),
             backend_probe=_choice("SEMIDAVIL_BACKEND_PROBE", "on", ("on", "full", "off")),
+            ui=_choice("SEMIDAVIL_UI", "on", ("on", "off")) == "on",
             limits=Limits(
                 max_body_bytes=int(_env("SEMIDAVIL_MAX_BODY_BYTES", str(DEFAULT_LIMITS.max_body_bytes))),
                 max_pixels=int(_env("SEMIDAVIL_MAX_PIXELS", str(DEFAULT_LIMITS.max_pixels))),

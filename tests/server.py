@@ -46,6 +46,9 @@ DEFAULT_ENV = {
     "SEMIDAVIL_CAPTIONER": "none",
 }
 READY_TIMEOUT_S = launcher.READY_TIMEOUT_S
+# For servers whose tests do not touch the demo: no Gradio build at start (seconds per server);
+# the demo mounted in the real server is tested by test_service.py and test_ui.py.
+API_ONLY = {"SEMIDAVIL_UI": "off"}
 
 
 def server_env(home: Path, overrides: Mapping[str, str] | None = None) -> dict[str, str]:

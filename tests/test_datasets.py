@@ -370,7 +370,10 @@ def test_split_is_deterministic_disjoint_and_order_free(tmp_path: Path) -> None:
     path = tmp_path / "split.json"
     write_split(path, labeled, unlabeled, seed=0)
     assert read_split(path) == (labeled, unlabeled)
-    assert json.loads(path.read_text())["seed"] == 0
+    assert json.loads(path.read_text())["seed"] == 0 and "held_out" not in json.loads(path.read_text())
+    write_split(path, labeled[1:], unlabeled, seed=0, held_out=labeled[:1])
+    assert read_split(path) == (labeled[1:], unlabeled)
+    assert json.loads(path.read_text())["held_out"] == labeled[:1]
     path.write_text(json.dumps({"labeled": ["a"], "unlabeled": ["a"]}))
     with pytest.raises(ValueError, match="disjoint"):
         read_split(path)

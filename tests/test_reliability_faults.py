@@ -31,6 +31,7 @@ from serving.faults import Faults, FaultyCaptioner, InjectedFault, check_forward
 from serving.prediction import PredictRequest
 from testkit import launcher
 from tests.server import (
+    API_ONLY,
     ROOT,
     Server,
     assert_error,
@@ -111,6 +112,7 @@ def hanging_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     env = {
         "SEMIDAVIL_FAULTS": f"captioner=hang,forward_error={TRIGGER}",
         "SEMIDAVIL_CAPTIONER_TIMEOUT_S": str(CAPTIONER_TIMEOUT_S),
+        **API_ONLY,
     }
     with running_server(tmp_path_factory.mktemp("hang"), env) as srv:
         yield srv
@@ -124,7 +126,7 @@ def hanging(hanging_server: Server) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="class")
 def raising(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    env = {"SEMIDAVIL_FAULTS": "captioner=raise"}
+    env = {"SEMIDAVIL_FAULTS": "captioner=raise", **API_ONLY}
     with running_server(tmp_path_factory.mktemp("raise"), env) as srv, _client(srv) as client:
         yield client
 

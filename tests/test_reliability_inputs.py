@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from reliability.cases import CASE_NAMES, CASES, SERVER_ENV, run_case
-from tests.server import Server, metric_total, running_server
+from tests.server import API_ONLY, Server, metric_total, running_server
 
 BY_NAME = {case.name: case for case in CASES}
 LISTED_IN_THE_ISSUE = (
@@ -32,7 +32,7 @@ SENT: set[str] = set()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("reliability"), SERVER_ENV) as srv:
+    with running_server(tmp_path_factory.mktemp("reliability"), {**SERVER_ENV, **API_ONLY}) as srv:
         yield srv
 
 

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 import pytest
 
 from reliability.run import MEMORY_TOLERANCE, SERVER_DEFAULTS, WARMUP, LoadResult, plan, run_load, soak
-from tests.server import Server, running_server
+from tests.server import API_ONLY, Server, running_server
 
 CONCURRENCY = 16
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("load"), SERVER_DEFAULTS) as srv:
+    with running_server(tmp_path_factory.mktemp("load"), {**SERVER_DEFAULTS, **API_ONLY}) as srv:
         yield srv
 
 

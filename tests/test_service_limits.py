@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.server import (
+    API_ONLY,
     Server,
     assert_error,
     decode_png,
@@ -114,6 +115,7 @@ def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "SEMIDAVIL_MAX_BODY_BYTES": str(MAX_BODY),
         "SEMIDAVIL_MAX_PIXELS": str(MAX_PIXELS),
         "SEMIDAVIL_MAX_CONCURRENCY": "1",
+        **API_ONLY,
     }
     with running_server(tmp_path_factory.mktemp("tight"), env) as srv:
         yield srv
@@ -211,6 +213,8 @@ class TestTightLimits:
         no_caption = tight.post("/caption", files={"image": ("a.png", image, "image/png")})
         assert "no captioner configured" in assert_error(no_caption, 503, "unavailable")["message"]
         assert tight.get("/model").json()["captioner_status"]["available"] is False
+        # this server runs with SEMIDAVIL_UI=off: no demo, and /ui is a JSON 404, not a Gradio page
+        assert_error(tight.get("/ui/"), 404)
         assert_ready(tight)
 
     def test_concurrency_limit_refuses_while_the_slot_is_held(self, tight: httpx.Client) -> None:
@@ -258,7 +262,7 @@ class TestTightLimits:
 
 @pytest.fixture(scope="class")
 def hurried_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"SEMIDAVIL_TIMEOUT_S": str(TIMEOUT_S)}
+    env = {"SEMIDAVIL_TIMEOUT_S": str(TIMEOUT_S), **API_ONLY}
     with running_server(tmp_path_factory.mktemp("timeout"), env) as srv:
         yield srv
 

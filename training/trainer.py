@@ -32,6 +32,7 @@ from training.data.build import (
     build_val_dataset,
     class_names_for,
     class_prompts_for,
+    holdout_names,
     stream_scale,
     target_split,
     unlabeled_stream_names,
@@ -168,7 +169,10 @@ class Trainer:
         crop, seed = tuple(cfg["data"]["crop"]), cfg["seed"]
         labeled, unlabeled = target_split(cfg) if {"labeled", "unlabeled"} & set(streams) else ([], [])
         if self.info.is_main:
-            write_split(self.run_dir / "split.json", labeled, unlabeled, seed=cfg["data"]["split_seed"])
+            held = holdout_names(cfg) if cfg["data"].get("holdout") else []
+            write_split(
+                self.run_dir / "split.json", labeled, unlabeled, seed=cfg["data"]["split_seed"], held_out=held
+            )
         source_scale, target_scale = stream_scale(cfg["data"]["source"]), stream_scale(cfg["data"]["target"])
         out: dict[str, TrainStream] = {}
         if "source" in streams:

@@ -33,15 +33,23 @@ def make_split(names: Sequence[str], num_labeled: int, seed: int) -> tuple[list[
 
 
 def write_split(
-    path: str | Path, labeled: Sequence[str], unlabeled: Sequence[str], seed: int | None = None
+    path: str | Path,
+    labeled: Sequence[str],
+    unlabeled: Sequence[str],
+    seed: int | None = None,
+    *,
+    held_out: Sequence[str] = (),
 ) -> None:
-    """Write {"seed", "num_labeled", "labeled", "unlabeled"} as JSON to `path`."""
+    """Write {"seed", "num_labeled", "labeled", "unlabeled"} (and "held_out", the frames evaluated
+    instead of val, when there are any) as JSON to `path`."""
     data = {
         "seed": seed,
         "num_labeled": len(labeled),
         "labeled": list(labeled),
         "unlabeled": list(unlabeled),
     }
+    if held_out:
+        data["held_out"] = list(held_out)
     Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
