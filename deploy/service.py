@@ -28,7 +28,7 @@ from starlette.routing import Route
 import model  # noqa: F401  (offline env defaults and the torchvision shim first)
 from serving.batching import GreedyBatcher
 from serving.decode import read_limited
-from serving.errors import InvalidImage, ServiceUnavailable, ServingError
+from serving.errors import InvalidImage, NotFound, ServiceUnavailable, ServingError
 from serving.faults import Faults, check_forward, faulty_captioner, parse_faults
 from serving.http import (
     BodyLimitMiddleware,
@@ -120,12 +120,16 @@ def _ui_predictor() -> Predictor | None:
     return service.predictor if service is not None else None
 
 
+async def _demo_off(_: Request) -> Response:
+    return error_response(NotFound("the demo is not mounted in this deployment (SEMIDAVIL_UI=off)"))
+
+
 def _ui_app() -> Any:
     """The Gradio demo mounted at /ui (one process serves API and UI); skipped without Gradio or
     with SEMIDAVIL_UI=off (then /ui answers 404 in the JSON error shape)."""
     if not SETTINGS.ui:
         logger.info("demo not mounted (SEMIDAVIL_UI=off)")
-        return Starlette()
+        return Starlette(routes=[Route("/{path:path}", _demo_off, methods=["GET", "POST"])])
     try:
         from ui.app import build_ui_asgi
     except ImportError as err:  # a serving image built without the UI extra

@@ -65,6 +65,13 @@ class InvalidParameter(ServingError):
     default_code = "invalid_parameter"
 
 
+class NotFound(ServingError):
+    """A path this deployment does not serve (e.g. /ui with SEMIDAVIL_UI=off)."""
+
+    status = 404
+    default_code = "not_found"
+
+
 class ServiceUnavailable(ServingError):
     """503: the service cannot serve now (not ready, overloaded queue, backend down)."""
 

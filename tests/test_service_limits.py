@@ -214,7 +214,7 @@ class TestTightLimits:
         assert "no captioner configured" in assert_error(no_caption, 503, "unavailable")["message"]
         assert tight.get("/model").json()["captioner_status"]["available"] is False
         # this server runs with SEMIDAVIL_UI=off: no demo, and /ui is a JSON 404, not a Gradio page
-        assert_error(tight.get("/ui/"), 404)
+        assert "SEMIDAVIL_UI=off" in assert_error(tight.get("/ui/"), 404, "not_found")["message"]
         assert_ready(tight)
 
     def test_concurrency_limit_refuses_while_the_slot_is_held(self, tight: httpx.Client) -> None:
