@@ -8,8 +8,9 @@ The served path (`labels_and_confidence`) gives the same labels without upsampli
 at every pixel. Bilinear interpolation makes each output pixel a convex combination of the four
 low-resolution pixels around it (its *cell*); when one class is the argmax at all four corners,
 every logit difference z_c - z_k is >= 0 at the corners and so at every point between them: the
-whole cell takes that class. Only the other cells (class boundaries, typically a tenth of the
-image) are upsampled in full, band by band. Tolerances, both tested:
+whole cell takes that class. Only the pixels of the other cells (class boundaries, typically a
+few per cent of the image) are upsampled in full, each from its four corners. Tolerances, both
+tested:
 - labels: identical to the reference except where the reference's two best upsampled logits are
   within float rounding of each other (a corner margin below `_MARGIN_REL` x max |logit| sends a
   cell to the full path, so rounding cannot flip a unanimous cell); 0 of 2.3 M pixels differ on the
@@ -18,9 +19,8 @@ image) are upsampled in full, band by band. Tolerances, both tested:
   is upsampled bilinearly instead (a convex combination of the corners' confidences), off by
   <= 0.01 per pixel and <= 0.001 in a class's mean confidence on the fixture frames. Confidence
   only feeds the per-class mean confidence of the response.
-Boundary pixels go through the full path as one vectorised gather of their four corners (chunked),
-not band by band: with the default model's full-working-size logits (256x512 -> 2048x1024) the
-per-band Python loop was most of the cost (bench/request_path.py measures both).
+The boundary pixels are gathered all at once (in chunks), not band by band: with logits at the
+full working size (256x512 -> 2048x1024) a Python loop over bands was most of the cost.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _axis_cells(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
 def _corner_stats(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """fp32 [K, h, w] -> (argmax uint8 [h, w], clear-lead bool [h, w], max softmax float32 [h, w]).
 
-    torch, not numpy: max over the class axis is one threaded pass, np.partition was 3x slower.
+    torch, not numpy: the max over the class axis is one threaded pass (np.partition was slower).
     """
     top, best = logits.max(dim=0)
     second = logits.scatter(0, best[None], float("-inf")).amax(dim=0)

@@ -169,7 +169,7 @@ class Trainer:
         crop, seed = tuple(cfg["data"]["crop"]), cfg["seed"]
         labeled, unlabeled = target_split(cfg) if {"labeled", "unlabeled"} & set(streams) else ([], [])
         if self.info.is_main:
-            held = holdout_names(cfg) if cfg["data"].get("holdout") else []
+            held = holdout_names(cfg)
             write_split(
                 self.run_dir / "split.json", labeled, unlabeled, seed=cfg["data"]["split_seed"], held_out=held
             )

@@ -110,9 +110,10 @@ def holdout_names(config: dict[str, Any]) -> list[str]:
     """Labeled train frames held out of training and evaluated instead of the val split.
 
     `data.holdout: K` (default 0) draws K frames from the labeled side with the split's seed, so
-    that choices (schedule, size) are made on frames the reported val numbers never see.
+    that choices (schedule, size) are made on frames the reported val numbers never see. Without
+    a holdout nothing is read (a root holding only the val split still evaluates).
     """
-    return _split_with_holdout(config)[2]
+    return _split_with_holdout(config)[2] if config["data"].get("holdout") else []
 
 
 def _split_with_holdout(config: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
