@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import bentoml
 from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware, TimeoutMiddleware
@@ -46,8 +46,10 @@ from serving.memory import MemoryTrimmer
 from serving.metrics import record_prediction, record_request
 from serving.params import form_text, parse_alpha, parse_bool, parse_classes, parse_output
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, PredictRequest
-from serving.predictor import ForwardResult, Predictor, PreparedRequest
 from serving.settings import ServiceSettings
+
+if TYPE_CHECKING:  # imported by the worker only (SemiDAViLService.__init__): see there
+    from serving.predictor import ForwardResult, Predictor, PreparedRequest
 
 logger = logging.getLogger("semidavil.service")
 # Loopback unless the operator passes --host (or BENTOML_HOST): the service never listens beyond
@@ -130,6 +132,10 @@ def _ui_app() -> Any:
     if not SETTINGS.ui:
         logger.info("demo not mounted (SEMIDAVIL_UI=off)")
         return Starlette(routes=[Route("/{path:path}", _demo_off, methods=["GET", "POST"])])
+    if not _in_bentoml_worker():
+        # The arbiter (and `bentoml build`) only read the service's definition and serve nothing;
+        # the worker that serves /ui builds the demo (importing and building Gradio takes ~6 s).
+        return Starlette()
     try:
         from ui.app import build_ui_asgi
     except ImportError as err:  # a serving image built without the UI extra
@@ -156,6 +162,11 @@ class SemiDAViLService:
     """One predictor per worker; the segmentation forward is batched adaptively across requests."""
 
     def __init__(self) -> None:
+        # Imported here, in the worker: the predictor pulls in open_clip (with transformers,
+        # torchvision and torch._dynamo, ~5 s), which the arbiter, importing this module only to
+        # read the service's definition before it starts the worker, does not need.
+        from serving.predictor import Predictor
+
         start = time.perf_counter()
         self.settings = SETTINGS
         self.predictor = Predictor.from_checkpoint(SETTINGS.checkpoint, SETTINGS.predictor_options())

@@ -22,12 +22,20 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model.checkpoint import HEADER_KEY, load_model, model_tensors, read_header, save_checkpoint
+from model.checkpoint import (
+    HEADER_KEY,
+    CheckpointError,
+    load_model,
+    model_tensors,
+    read_header,
+    save_checkpoint,
+)
 from model.class_sets import CITYSCAPES_CLASSES
 from model.factory import create_model
 from reliability.cases import noise, png
 from serving.captioning import CaptionerTimeout, DeadlineCaptioner
 from serving.faults import Faults, FaultyCaptioner, InjectedFault, check_forward, parse_faults
+from serving.loading import verify_checkpoint
 from serving.prediction import PredictRequest
 from testkit import launcher
 from tests.server import (
@@ -221,22 +229,46 @@ def serve_once(tmp_path: Path, checkpoint: Path) -> subprocess.CompletedProcess[
     )
 
 
+BAD_CHECKPOINTS = [
+    ("missing", "checkpoint file not found"),
+    ("truncated", "not a readable safetensors file (truncated or corrupt)"),
+    ("mismatched", "weights do not match the model config"),
+]
+
+
+@pytest.mark.parametrize(("kind", "problem"), BAD_CHECKPOINTS)
+def test_verify_checkpoint_names_the_file_and_the_problem(
+    tmp_path: Path, good_checkpoint: Path, kind: str, problem: str
+) -> None:
+    """What the arbiter checks before any worker starts, in process (one server start below)."""
+    target = _bad_checkpoint(kind, good_checkpoint, tmp_path)
+    with pytest.raises(CheckpointError) as err:
+        verify_checkpoint(target)
+    assert str(err.value).startswith(f"{target}: {problem}"), err.value
+
+
+def _bad_checkpoint(kind: str, good: Path, tmp_path: Path) -> Path:
+    target = tmp_path / f"{kind}.safetensors"
+    if kind == "truncated":
+        _truncated(good, target)
+    elif kind == "mismatched":
+        _mismatched(good, target)
+    return target
+
+
+# The exit path (code 2, one line, no worker) is the same for every problem: one server start in
+# the default suite, the other two with -m slow.
 @pytest.mark.parametrize(
     ("kind", "problem"),
     [
-        ("missing", "checkpoint file not found"),
-        ("truncated", "not a readable safetensors file (truncated or corrupt)"),
-        ("mismatched", "weights do not match the model config"),
+        pytest.param(*case, marks=[] if case[0] == "truncated" else [pytest.mark.slow])
+        for case in BAD_CHECKPOINTS
     ],
 )
 def test_bad_checkpoint_stops_the_server_with_one_line(
     tmp_path: Path, good_checkpoint: Path, kind: str, problem: str
 ) -> None:
-    target = tmp_path / f"{kind}.safetensors"
-    if kind == "truncated":
-        _truncated(good_checkpoint, target)
-    elif kind == "mismatched":
-        _mismatched(good_checkpoint, target)
+    target = _bad_checkpoint(kind, good_checkpoint, tmp_path)
     result = serve_once(tmp_path, target)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
