@@ -22,6 +22,7 @@ setup-browser:    ## headless Chromium + chromedriver (Debian packages, as root)
 lint: $(STAMP)    ## the one lint command CI runs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: $(STAMP)    ## the default suite (CI)
 	$(BIN)/python -m pytest -q

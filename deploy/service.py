@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import bentoml
 from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware, TimeoutMiddleware
@@ -314,15 +315,17 @@ class ApiConcurrencyMiddleware(MaxConcurrencyMiddleware):
     """BentoML's concurrency limit (429) for the API only: each open demo tab holds a long-lived
     Gradio connection under /ui/, which must not use up the API's slots."""
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") == "http" and str(scope.get("path", "")).startswith("/ui"):
             return await self.app(scope, receive, send)
         return await super().__call__(scope, receive, send)
 
 
-SemiDAViLService.add_asgi_middleware(PathAliasMiddleware, aliases={"/model": "/model/"})
-SemiDAViLService.add_asgi_middleware(BodyLimitMiddleware, max_body_bytes=SETTINGS.limits.max_body_bytes)
-SemiDAViLService.add_asgi_middleware(ErrorShapeMiddleware)
-SemiDAViLService.add_asgi_middleware(MultipartOnlyMiddleware, paths=IMAGE_ENDPOINTS)
-SemiDAViLService.add_asgi_middleware(ApiConcurrencyMiddleware, max_concurrency=SETTINGS.max_concurrency)
-SemiDAViLService.add_asgi_middleware(TimeoutMiddleware, timeout=SETTINGS.timeout_s)
+# What the decorators made of the class (a bentoml.Service); their stubs lose that type.
+SERVICE = cast("bentoml.Service[SemiDAViLService]", SemiDAViLService)
+SERVICE.add_asgi_middleware(PathAliasMiddleware, aliases={"/model": "/model/"})
+SERVICE.add_asgi_middleware(BodyLimitMiddleware, max_body_bytes=SETTINGS.limits.max_body_bytes)
+SERVICE.add_asgi_middleware(ErrorShapeMiddleware)
+SERVICE.add_asgi_middleware(MultipartOnlyMiddleware, paths=IMAGE_ENDPOINTS)
+SERVICE.add_asgi_middleware(ApiConcurrencyMiddleware, max_concurrency=SETTINGS.max_concurrency)
+SERVICE.add_asgi_middleware(TimeoutMiddleware, timeout=SETTINGS.timeout_s)

@@ -50,7 +50,7 @@ class GreedyBatcher(Generic[In, Out]):
         return await future
 
     def _next_batch(self) -> list[tuple[In, asyncio.Future[Any]]]:
-        jobs = []
+        jobs: list[tuple[In, asyncio.Future[Any]]] = []
         while self._queue and len(jobs) < self._max_batch:
             item, future = self._queue.popleft()
             if not future.cancelled():

@@ -31,7 +31,7 @@ import torch
 
 from model.class_sets import ClassSet
 from model.hardware import resolve_device
-from model.segmentor import SemiDAViL
+from model.segmentor import SegmentationGraph, SemiDAViL
 from model.text import TextEmbedder, pad_token_features
 from serving.agreement import (
     DEFAULT_THRESHOLD,
@@ -163,7 +163,7 @@ def _move_artifact(backend: Backend, out_dir: Path) -> str | None:
 
 
 def build_backend(
-    graph: torch.nn.Module,
+    graph: SegmentationGraph,
     name: str,
     profile: ShapeProfile,
     device: torch.device,
@@ -260,7 +260,7 @@ def load_backend(
     profile: ShapeProfile,
     checkpoint_sha256: str,
     device: torch.device,
-    graph: torch.nn.Module | None = None,
+    graph: SegmentationGraph | None = None,
 ) -> Backend:
     """Re-load a saved backend after checking its manifest; ArtifactMismatch if it does not fit.
 
@@ -285,7 +285,7 @@ def load_backend(
 
 
 def obtain_backend(
-    graph: torch.nn.Module,
+    graph: SegmentationGraph,
     name: str,
     profile: ShapeProfile,
     device: torch.device,

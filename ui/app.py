@@ -188,7 +188,7 @@ def checkpoint_text(predictor: Predictor) -> str:
 
 def predictor_captioner_missing(error: str | None) -> bool:
     """True for the captioner-missing error, which the header states once instead of every status."""
-    return bool(error) and error.startswith("CaptionerUnavailable")
+    return error is not None and error.startswith("CaptionerUnavailable")
 
 
 def model_info_markdown(predictor: Predictor | None, prediction: Prediction | None = None) -> str:

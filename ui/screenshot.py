@@ -73,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         **app_kwargs(predictor),
     )
     try:
+        if demo.local_url is None:
+            raise RuntimeError("the demo did not start (no local URL)")
         capture(demo.local_url, Path(path).stem.replace("_", " "), args.out, tuple(args.window))
     except BrowserUnavailable as err:
         print(f"error: the screenshot {err}", file=sys.stderr)

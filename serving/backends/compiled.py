@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,7 +69,7 @@ class TorchCompileBackend(Backend):
         # freezing: weights become constants, so Inductor pre-packs them for oneDNN (and folds
         # the bf16 casts); valid because serving never updates weights (inference_mode only).
         options = {**(torch._inductor.list_mode_options(mode) if mode else {}), "freezing": True}
-        self._compiled = torch.compile(self._run, dynamic=False, options=options)
+        self._compiled: Callable[..., torch.Tensor] = torch.compile(self._run, dynamic=False, options=options)
 
     def _run(
         self, images: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor

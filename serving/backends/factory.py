@@ -62,7 +62,7 @@ def artifact_stem(name: str, profile: ShapeProfile) -> str:
 def create_backend(
     name: str,
     graph: SegmentationGraph,
-    profile: ShapeProfile,
+    profile: ShapeProfile | None,
     device: str | torch.device = "cpu",
     artifacts_dir: str | os.PathLike[str] | None = None,
 ) -> Backend:
@@ -78,6 +78,8 @@ def create_backend(
     kind, _, precision = name.partition("-")
     if kind == "eager":
         return EagerBackend(graph, precision, device, profile)
+    if profile is None:
+        raise ValueError(f"{name} is built for fixed shapes: it needs a ShapeProfile")
     if kind == "compile":
         return TorchCompileBackend(graph, profile, precision, device)
     folder = Path(artifacts_dir) if artifacts_dir else Path(tempfile.mkdtemp(prefix="semidavil-"))
