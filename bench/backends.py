@@ -2,7 +2,7 @@
 
 Inputs: the shared real Cityscapes frames (read in place from ../shared/fixtures, resized to the
 working size), real class embeddings from the model's text tower, captions from
-serving.compile.AGREEMENT_CAPTIONS (one empty); the same tensors go to every backend. The reference
+serving.gate_inputs.AGREEMENT_CAPTIONS (one empty); the same tensors go to every backend. The reference
 is eager fp32 on those inputs. Agreement = per-pixel argmax agreement over all fixture images
 (`serving.agreement.compare_logits`): over pixels whose fp32 top-2 margin exceeds the gate's margin
 (0 for trained weights, 0.01 for random weights, where logits are near-ties) and over all pixels.
@@ -34,7 +34,7 @@ from bench.common import fixture_images, summarize, time_calls
 from serving.agreement import DEFAULT_THRESHOLD, compare_logits, default_margin
 from serving.backends.base import BackendUnavailable, ShapeProfile
 from serving.backends.factory import BACKEND_NAMES, CHOICE_FILE, cpu_feature_key, create_backend
-from serving.compile import agreement_inputs
+from serving.gate_inputs import agreement_inputs
 from serving.loading import ServingModel, default_class_set, load_serving_model, random_model
 
 CPU_BACKENDS = ("eager-fp32", "eager-bf16", "compile-fp32", "compile-bf16", "onnxruntime")

@@ -118,15 +118,17 @@ class TextEmbedder:
         return feats
 
     def caption_features(
-        self, captions: Sequence[str], min_length: int = 1
+        self, captions: Sequence[str], min_length: int = 1, max_length: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions -> (feats [B, L, c] fp32, mask [B, L] bool, True = real token).
 
         L is the longest caption's token count (SOT..EOT, at most the context length), at least
         `min_length`; shorter ones are zero-padded. An empty caption has no real token at all,
-        which turns the language guidance off for that image.
+        which turns the language guidance off for that image. `max_length` cuts each caption's
+        tokens (a compiled graph built for a fixed L takes exactly min_length = max_length = L).
         """
-        return pad_token_features([self.caption_tokens(c) for c in captions], min_length)
+        per_caption = [self.caption_tokens(c)[:max_length] for c in captions]
+        return pad_token_features(per_caption, min_length)
 
     def cache_stats(self) -> dict[str, int]:
         """Hit and miss counts of both caches."""

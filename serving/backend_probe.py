@@ -6,7 +6,7 @@ eager-bf16 on the other). So, when probing is on (the service's default for SEMI
 the first start times each candidate (`candidates`: eager, ONNX Runtime and the table's pick; with
 SEMIDAVIL_BACKEND_PROBE=full every compiled backend too) on the served model's own batch-1 input,
 within a time budget, and keeps the fastest one that passed its agreement gate (compiled backends are gated by
-`serving.compile.obtain_backend` as always; a refused one is reported, not used). The result is
+`serving.artifacts.obtain_backend` as always; a refused one is reported, not used). The result is
 cached in `<artifacts>/backend_probe.json` under a fingerprint of the machine (CPU model and
 features, usable cores, torch threads and version), the model, checkpoint and shape profile;
 a later start with the same fingerprint re-uses it without timing anything. Without probing the

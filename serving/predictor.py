@@ -45,13 +45,14 @@ from model.lru import LRUCache
 from model.preprocess import numpy_to_model_input
 from model.text import TextEmbedder
 from serving.agreement import default_margin
+from serving.artifacts import obtain_backend
 from serving.backend_probe import BackendChoice, resolve_auto
 from serving.backends.base import Backend, ShapeProfile
 from serving.backends.factory import create_backend, default_backend_name
 from serving.captioning import DeadlineCaptioner
-from serving.compile import agreement_inputs, caption_inputs, obtain_backend
 from serving.decode import DecodedImage, Limits, decode_array, decode_image, decode_pil
 from serving.errors import InvalidParameter, ServingError
+from serving.gate_inputs import agreement_inputs
 from serving.loading import (
     ServingModel,
     check_working_size,
@@ -523,7 +524,8 @@ class Predictor:
         class_set = members[0].class_set
         start = time.perf_counter()
         class_embeds = self.embedder.class_embeddings(class_set.prompts())
-        feats, mask = caption_inputs(self.embedder, [m.caption.text for m in members], self.caption_length)
+        captions, length = [m.caption.text for m in members], self.caption_length
+        feats, mask = self.embedder.caption_features(captions, min_length=length, max_length=length)
         text_ms = _ms(start)
         start = time.perf_counter()
         images = numpy_to_model_input([m.resized for m in members], self.device)

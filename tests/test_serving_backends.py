@@ -1,4 +1,4 @@
-"""serving.backends, serving.agreement and serving.compile on semidavil-tiny (random weights, seed 0).
+"""serving.backends, serving.agreement, serving.artifacts and serving.compile on semidavil-tiny (random weights, seed 0).
 
 Random weights give near-tied logits almost everywhere (most pixels have a top-2 margin below
 0.01), so bf16 checks compare only pixels whose fp32 top-2 margin exceeds 0.01; fp32 backends
@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from serving.agreement import AgreementError, check_agreement, compare_logits, synthetic_inputs
+from serving.artifacts import ArtifactMismatch, build_backend, load_backend, manifest_path
 from serving.backends import (
     BACKEND_NAMES,
     Backend,
@@ -28,14 +29,8 @@ from serving.backends import (
 from serving.backends.compiled import batch_buckets
 from serving.backends.eager import EagerBackend
 from serving.backends.tensorrt import compile_settings, export_for_tensorrt, supported_kwargs
-from serving.compile import (
-    ArtifactMismatch,
-    agreement_inputs,
-    build_backend,
-    load_backend,
-    main,
-    manifest_path,
-)
+from serving.compile import main
+from serving.gate_inputs import agreement_inputs
 from serving.loading import load_serving_model
 
 
@@ -146,7 +141,7 @@ def test_build_refuses_and_saves_nothing_when_agreement_fails(graph, inputs, tmp
         backend.path.write_bytes(b"not really onnx")
         return backend
 
-    monkeypatch.setattr("serving.compile.create_backend", broken)
+    monkeypatch.setattr("serving.artifacts.create_backend", broken)
     with pytest.raises(AgreementError):
         build_backend(graph, "onnxruntime", PROFILE, torch.device("cpu"), inputs, tmp_path, "sha", "tiny")
     assert list(tmp_path.iterdir()) == [], "a refused artefact must leave nothing behind"
@@ -386,5 +381,5 @@ def test_configured_logging_keeps_the_onnx_exporter_quiet_and_ours_at_info():
     configure_logging()
     assert not logging.getLogger("onnxscript.optimizer._constant_folding").isEnabledFor(logging.INFO)
     assert not logging.getLogger("onnx_ir.passes.common.unused_removal").isEnabledFor(logging.INFO)
-    assert logging.getLogger("serving.compile").isEnabledFor(logging.INFO)
+    assert logging.getLogger("serving.artifacts").isEnabledFor(logging.INFO)
     assert logging.getLogger("semidavil.ui").isEnabledFor(logging.INFO)

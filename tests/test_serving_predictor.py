@@ -278,7 +278,7 @@ def test_onnxruntime_predictor_reuses_its_gated_artefact(tmp_path, monkeypatch, 
         )
         assert first.backend.name == "onnxruntime"
         assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".onnx"]
-        mp.setattr("serving.compile.build_backend", lambda *a, **k: pytest.fail("artefact must be re-used"))
+        mp.setattr("serving.artifacts.build_backend", lambda *a, **k: pytest.fail("artefact must be re-used"))
         second = Predictor.from_checkpoint(
             None, backend="onnxruntime", artifacts_dir=str(tmp_path), max_batch=2
         )

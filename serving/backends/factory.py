@@ -69,7 +69,7 @@ def create_backend(
     """Build a backend by name. Compiled ones export/compile now (torch.compile: at first call).
 
     ONNX and TensorRT files go to `artifacts_dir` (a temporary folder when None), named by
-    `artifact_stem`. This does not check agreement: `serving.compile.obtain_backend` does.
+    `artifact_stem`. This does not check agreement: `serving.artifacts.obtain_backend` does.
     Raises ValueError for an unknown name and BackendUnavailable where the backend cannot run.
     """
     device = torch.device(device)
