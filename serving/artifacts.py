@@ -82,6 +82,7 @@ def build_backend(
     profile: ShapeProfile,
     device: torch.device,
     inputs: Sequence[Inputs],
+    *,
     out_dir: str | os.PathLike[str] | None = None,
     checkpoint_sha256: str = "",
     model_name: str = "",
@@ -175,6 +176,7 @@ def load_backend(
     profile: ShapeProfile,
     checkpoint_sha256: str,
     device: torch.device,
+    *,
     graph: SegmentationGraph | None = None,
 ) -> Backend:
     """Re-load a saved backend after checking its manifest; ArtifactMismatch if it does not fit.
@@ -205,6 +207,7 @@ def obtain_backend(
     profile: ShapeProfile,
     device: torch.device,
     inputs_fn: Callable[[], Sequence[Inputs]],
+    *,
     artifacts_dir: str | os.PathLike[str] | None = None,
     checkpoint_sha256: str = "",
     model_name: str = "",
@@ -217,7 +220,7 @@ def obtain_backend(
         return create_backend(name, graph, profile, device)
     if artifacts_dir is not None and manifest_path(artifacts_dir, name, profile).is_file():
         try:
-            return load_backend(artifacts_dir, name, profile, checkpoint_sha256, device, graph)
+            return load_backend(artifacts_dir, name, profile, checkpoint_sha256, device, graph=graph)
         except ArtifactMismatch as err:
             logger.warning("%s; rebuilding", err)
     backend, _ = build_backend(
@@ -226,10 +229,10 @@ def obtain_backend(
         profile,
         device,
         inputs_fn(),
-        artifacts_dir,
-        checkpoint_sha256,
-        model_name,
-        threshold,
-        margin,
+        out_dir=artifacts_dir,
+        checkpoint_sha256=checkpoint_sha256,
+        model_name=model_name,
+        threshold=threshold,
+        margin=margin,
     )
     return backend

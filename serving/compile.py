@@ -115,11 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile,
             device,
             inputs,
-            args.out,
-            served.checkpoint_sha256,
-            served.name,
-            args.threshold,
-            default_margin(served.random_weights) if args.margin is None else args.margin,
+            out_dir=args.out,
+            checkpoint_sha256=served.checkpoint_sha256,
+            model_name=served.name,
+            threshold=args.threshold,
+            margin=default_margin(served.random_weights) if args.margin is None else args.margin,
         )
     except AgreementError as err:
         print(f"error: {err}", file=sys.stderr)

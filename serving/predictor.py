@@ -183,11 +183,11 @@ class Predictor:
                 profile,
                 torch_device,
                 inputs_fn,
-                o.artifacts_dir,
-                served.checkpoint_sha256,
-                served.name,
-                o.agreement_threshold,
-                margin,
+                artifacts_dir=o.artifacts_dir,
+                checkpoint_sha256=served.checkpoint_sha256,
+                model_name=served.name,
+                threshold=o.agreement_threshold,
+                margin=margin,
             )
 
         if o.backend == "auto":

@@ -143,7 +143,10 @@ def test_build_refuses_and_saves_nothing_when_agreement_fails(graph, inputs, tmp
 
     monkeypatch.setattr("serving.artifacts.create_backend", broken)
     with pytest.raises(AgreementError):
-        build_backend(graph, "onnxruntime", PROFILE, torch.device("cpu"), inputs, tmp_path, "sha", "tiny")
+        build_backend(
+            graph, "onnxruntime", PROFILE, torch.device("cpu"), inputs,
+            out_dir=tmp_path, checkpoint_sha256="sha", model_name="tiny",
+        )  # fmt: skip
     assert list(tmp_path.iterdir()) == [], "a refused artefact must leave nothing behind"
 
 
@@ -288,9 +291,9 @@ def test_tensorrt_build_save_load_and_agreement(precision, served, tmp_path):
             PROFILE,
             cuda,
             inputs,
-            tmp_path,
-            served.checkpoint_sha256,
-            served.name,
+            out_dir=tmp_path,
+            checkpoint_sha256=served.checkpoint_sha256,
+            model_name=served.name,
             margin=NEAR_TIE_MARGIN,
         )
         assert manifest["agreement"]["passed"] and (tmp_path / manifest["artifact"]).is_file()
