@@ -7,7 +7,7 @@ Pure functions of the results dict (no measuring here), so they are unit-tested 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,157 +74,136 @@ def backbone_fraction(results: dict[str, Any], row: dict[str, Any]) -> float | N
     return row["backbone_flops"] / seconds / peak
 
 
-def evaluate_targets(results: dict[str, Any], plan: dict[str, Any]) -> list[TargetRow]:
-    """The issue's targets at the plan's target config/size (semidavil-vitb16 at 512x1024 in a full run)."""
-    quick = bool(plan.get("quick"))
-    cfg, size = plan["target_config"], plan["target_size"]
-    where = f"{cfg} {_size(size)} batch 1 bf16"
-    rows: list[TargetRow] = []
+@dataclass(frozen=True)
+class Measured:
+    """What a target's measure found: the numbers in words, and whether they meet the target
+    (None: measured, but no verdict possible; `missing` says why)."""
 
-    stage = _stage_row(results, cfg, size, 1, "bf16")
+    text: str
+    passed: bool | None
+    missing: str = ""
+
+
+# A measure returns Measured, or a str saying why the run has nothing to judge.
+Measure = Callable[[dict[str, Any], dict[str, Any]], "Measured | str"]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    goal: str
+    measure: Measure
+
+    def row(self, results: dict[str, Any], plan: dict[str, Any]) -> TargetRow:
+        got = self.measure(results, plan)
+        if isinstance(got, str):
+            return TargetRow(self.name, self.goal, "", f"not measured: {got}")
+        if got.passed is None:
+            return TargetRow(self.name, self.goal, got.text, f"not measured: {got.missing}")
+        return TargetRow(self.name, self.goal, got.text, verdict(got.passed, bool(plan.get("quick"))))
+
+
+def _where(plan: dict[str, Any]) -> str:
+    return f"{plan['target_config']} {_size(plan['target_size'])} batch 1 bf16"
+
+
+def _backbone_flops(results: dict[str, Any], plan: dict[str, Any]) -> Measured | str:
+    stage = _stage_row(results, plan["target_config"], plan["target_size"], 1, "bf16")
     if stage is None:
-        rows.append(
-            TargetRow(
-                "backbone FLOP/s",
-                f">= {BACKBONE_FRACTION:.0%} of bf16 matmul",
-                "",
-                f"not measured: {where} not in this run",
-            )
-        )
-    else:
-        frac = backbone_fraction(results, stage)
-        achieved = stage["backbone_flops"] / stage["times"]["backbone"]["median"]
-        peak = matmul_peak(results, "bf16")
-        measured = f"{where}: {fmt_num(achieved / 1e9)} GFLOP/s of {fmt_num((peak or 0) / 1e9)} GFLOP/s = {_pct(frac)}"
-        rows.append(
-            TargetRow(
-                "backbone FLOP/s",
-                f">= {BACKBONE_FRACTION:.0%} of bf16 matmul",
-                measured,
-                verdict(frac is not None and frac >= BACKBONE_FRACTION, quick)
-                if frac is not None
-                else "not measured: no matmul peak",
-            )
-        )
+        return f"{_where(plan)} not in this run"
+    frac = backbone_fraction(results, stage)
+    achieved = stage["backbone_flops"] / stage["times"]["backbone"]["median"]
+    peak = matmul_peak(results, "bf16") or 0
+    text = (
+        f"{_where(plan)}: {fmt_num(achieved / 1e9)} GFLOP/s of {fmt_num(peak / 1e9)} GFLOP/s = {_pct(frac)}"
+    )
+    if frac is None:
+        return Measured(text, None, "no matmul peak")
+    return Measured(text, frac >= BACKBONE_FRACTION)
 
-    tower = _tower_row(results, cfg, size, 1, "bf16")
+
+def _graph_over_tower(results: dict[str, Any], plan: dict[str, Any]) -> Measured | str:
+    cfg, size = plan["target_config"], plan["target_size"]
+    stage, tower = _stage_row(results, cfg, size, 1, "bf16"), _tower_row(results, cfg, size, 1, "bf16")
     if stage is None or tower is None:
-        rows.append(
-            TargetRow(
-                "graph vs plain backbone",
-                f"<= {GRAPH_OVER_BACKBONE}x",
-                "",
-                f"not measured: {where} graph or open_clip tower missing",
-            )
-        )
-    else:
-        ratio = stage["times"]["whole"]["median"] / tower["time"]["median"]
-        measured = (
-            f"{where}: graph {fmt_stat(stage['times']['whole'])} ms / open_clip tower "
-            f"{fmt_stat(tower['time'])} ms = {ratio:.2f}x"
-        )
-        rows.append(
-            TargetRow(
-                "graph vs plain backbone",
-                f"<= {GRAPH_OVER_BACKBONE}x",
-                measured,
-                verdict(ratio <= GRAPH_OVER_BACKBONE, quick),
-            )
-        )
+        return f"{_where(plan)} graph or open_clip tower missing"
+    ratio = stage["times"]["whole"]["median"] / tower["time"]["median"]
+    text = (
+        f"{_where(plan)}: graph {fmt_stat(stage['times']['whole'])} ms / open_clip tower "
+        f"{fmt_stat(tower['time'])} ms = {ratio:.2f}x"
+    )
+    return Measured(text, ratio <= GRAPH_OVER_BACKBONE)
 
-    bmodels = (results.get("backends") or {}).get("models") or []
-    bm = next((m for m in bmodels if m["model"] == plan.get("backend_target_model", cfg)), None)
+
+def _default_backend(results: dict[str, Any], plan: dict[str, Any]) -> Measured | str:
+    models = (results.get("backends") or {}).get("models") or []
+    wanted = plan.get("backend_target_model", plan["target_config"])
+    bm = next((m for m in models if m["model"] == wanted), None)
     if bm is None:
-        rows.append(
-            TargetRow(
-                "default CPU path vs eager fp32",
-                f">= {DEFAULT_SPEEDUP}x, agreement >= {AGREEMENT:.1%}",
-                "",
-                "not measured: backend benchmark of the target model missing",
-            )
-        )
-    else:
-        chosen = next((r for r in bm["rows"] if r["backend"] == bm["chosen"]), None)
-        if chosen is None:
-            rows.append(
-                TargetRow(
-                    "default CPU path vs eager fp32",
-                    f">= {DEFAULT_SPEEDUP}x, agreement >= {AGREEMENT:.1%}",
-                    f"{bm['model']} {_size(bm['size'])}: no backend reached the agreement bar",
-                    verdict(False, quick),
-                )
-            )
-        else:
-            speed = chosen.get("speedup_b1") or 0.0
-            agree = chosen["agreement"]["argmax_agreement"]
-            measured = (
-                f"{bm['model']} {_size(bm['size'])} batch 1: default = {chosen['backend']}, "
-                f"{speed:.2f}x eager fp32, agreement {_pct(agree)} (margin {bm['margin']}; all pixels "
-                f"{_pct(chosen['agreement']['argmax_agreement_all'])})"
-            )
-            rows.append(
-                TargetRow(
-                    "default CPU path vs eager fp32",
-                    f">= {DEFAULT_SPEEDUP}x, agreement >= {AGREEMENT:.1%}",
-                    measured,
-                    verdict(speed >= DEFAULT_SPEEDUP and agree >= AGREEMENT, quick),
-                )
-            )
+        return "backend benchmark of the target model missing"
+    chosen = next((r for r in bm["rows"] if r["backend"] == bm["chosen"]), None)
+    if chosen is None:
+        return Measured(f"{bm['model']} {_size(bm['size'])}: no backend reached the agreement bar", False)
+    speed = chosen.get("speedup_b1") or 0.0
+    agree = chosen["agreement"]["argmax_agreement"]
+    text = (
+        f"{bm['model']} {_size(bm['size'])} batch 1: default = {chosen['backend']}, "
+        f"{speed:.2f}x eager fp32, agreement {_pct(agree)} (margin {bm['margin']}; all pixels "
+        f"{_pct(chosen['agreement']['argmax_agreement_all'])})"
+    )
+    return Measured(text, speed >= DEFAULT_SPEEDUP and agree >= AGREEMENT)
 
+
+def _http_overhead(results: dict[str, Any], _plan: dict[str, Any]) -> Measured | str:
     http = results.get("http")
     if not http or "latency" not in (http.get("batched") or {}):
-        rows.append(
-            TargetRow("HTTP overhead", f"<= {HTTP_OVERHEAD:.0%}", "", "not measured: HTTP benchmark missing")
-        )
-    else:
-        local = http["inprocess"]["latency"]["median"]
-        remote = http["batched"]["latency"]["median"]
-        overhead = remote / local - 1.0
-        measured = (
-            f"2048x1024 PNG -> {http.get('output', 'json')}, {http['backend']}: /segment {fmt_stat(http['batched']['latency'])} ms vs in-process "
-            f"{fmt_stat(http['inprocess']['latency'])} ms = {overhead * 100:+.1f} %"
-        )
-        rows.append(
-            TargetRow(
-                "HTTP overhead",
-                f"<= {HTTP_OVERHEAD:.0%}",
-                measured,
-                verdict(remote <= local * (1.0 + HTTP_OVERHEAD), quick),
-            )
-        )
+        return "HTTP benchmark missing"
+    local, remote = http["inprocess"]["latency"], http["batched"]["latency"]
+    overhead = remote["median"] / local["median"] - 1.0
+    text = (
+        f"2048x1024 PNG -> {http.get('output', 'json')}, {http['backend']}: /segment {fmt_stat(remote)} ms "
+        f"vs in-process {fmt_stat(local)} ms = {overhead * 100:+.1f} %"
+    )
+    return Measured(text, remote["median"] <= local["median"] * (1.0 + HTTP_OVERHEAD))
 
-    levels = ((http or {}).get("batched") or {}).get("throughput") or {}
-    if "1" in levels and "8" in levels:
-        one = levels["1"]["requests_per_s"]["median"]
-        eight = levels["8"]["requests_per_s"]["median"]
-        measured = (
-            f"{fmt_num(eight)} req/s at 8 (mean batch {levels['8']['mean_batch']:.1f}) vs {fmt_num(one)} req/s at 1 "
-            f"= {eight / one:.2f}x"
-        )
-        rows.append(
-            TargetRow(
-                "adaptive batching",
-                f">= {BATCHING_GAIN}x (c=8 vs c=1)",
-                measured,
-                verdict(eight >= one * BATCHING_GAIN, quick),
-            )
-        )
-    else:
-        rows.append(
-            TargetRow(
-                "adaptive batching",
-                f">= {BATCHING_GAIN}x (c=8 vs c=1)",
-                "",
-                "not measured: throughput missing",
-            )
-        )
 
+def _batching_gain(results: dict[str, Any], _plan: dict[str, Any]) -> Measured | str:
+    levels = ((results.get("http") or {}).get("batched") or {}).get("throughput") or {}
+    if "1" not in levels or "8" not in levels:
+        return "throughput missing"
+    one, eight = levels["1"]["requests_per_s"]["median"], levels["8"]["requests_per_s"]["median"]
+    text = (
+        f"{fmt_num(eight)} req/s at 8 (mean batch {levels['8']['mean_batch']:.1f}) vs {fmt_num(one)} req/s "
+        f"at 1 = {eight / one:.2f}x"
+    )
+    return Measured(text, eight >= one * BATCHING_GAIN)
+
+
+TARGETS = (
+    Target("backbone FLOP/s", f">= {BACKBONE_FRACTION:.0%} of bf16 matmul", _backbone_flops),
+    Target("graph vs plain backbone", f"<= {GRAPH_OVER_BACKBONE}x", _graph_over_tower),
+    Target(
+        "default CPU path vs eager fp32",
+        f">= {DEFAULT_SPEEDUP}x, agreement >= {AGREEMENT:.1%}",
+        _default_backend,
+    ),
+    Target("HTTP overhead", f"<= {HTTP_OVERHEAD:.0%}", _http_overhead),
+    Target("adaptive batching", f">= {BATCHING_GAIN}x (c=8 vs c=1)", _batching_gain),
+)
+GPU_TARGETS = (
+    "H200: Torch-TensorRT latency",
+    "H200: semidavil-vitb16 training at the paper's crop and batch",
+)
+
+
+def evaluate_targets(results: dict[str, Any], plan: dict[str, Any]) -> list[TargetRow]:
+    """The issue's targets at the plan's target config/size (semidavil-vitb16 at 512x1024 in a full run)."""
+    rows = [target.row(results, plan) for target in TARGETS]
     gpu = bool((results.get("backends") or {}).get("gpu")) or bool((results.get("training") or {}).get("gpu"))
-    for name in (
-        "H200: Torch-TensorRT latency",
-        "H200: semidavil-vitb16 training at the paper's crop and batch",
-    ):
-        rows.append(TargetRow(name, "issue's H200 targets", "", "see the GPU sections" if gpu else NO_GPU))
+    rows += [
+        TargetRow(name, "issue's H200 targets", "", "see the GPU sections" if gpu else NO_GPU)
+        for name in GPU_TARGETS
+    ]
     return rows
 
 
