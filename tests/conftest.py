@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,18 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"shared fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One API-only server (no captioner, the bad-input table's tight limits) for the bad-input table
+    and the load test: the load mix's images (at most 320x160, ~150 KB) fit those limits, and both
+    check that no request got a 500, so one start (~20 s) serves both modules."""
+    from reliability.cases import SERVER_ENV
+    from tests.server import API_ONLY, running_server
+
+    with running_server(tmp_path_factory.mktemp("reliability"), {**SERVER_ENV, **API_ONLY}) as srv:
+        yield srv
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

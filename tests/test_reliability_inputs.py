@@ -1,6 +1,7 @@
 """The bad-input table of the reliability suite (reliability/cases.py) against the real server.
 
-One `bentoml serve` on loopback for every case, with the table's tight limits. Each case gets its
+One `bentoml serve` on loopback for every case, with the table's tight limits (conftest.py's
+`reliability_server`, which the load test shares). Each case gets its
 documented status and JSON error (or, for a valid but unusual image, a label map of the right
 size); after each one the server answers /readyz, and no request of the module got a 500.
 """
@@ -12,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from reliability.cases import CASE_NAMES, CASES, SERVER_ENV, run_case
-from tests.server import API_ONLY, Server, metric_total, running_server
+from reliability.cases import CASE_NAMES, CASES, run_case
+from tests.server import Server, metric_total
 
 BY_NAME = {case.name: case for case in CASES}
 LISTED_IN_THE_ISSUE = (
@@ -31,9 +32,9 @@ SENT: set[str] = set()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("reliability"), {**SERVER_ENV, **API_ONLY}) as srv:
-        yield srv
+def server(reliability_server: Server) -> Server:
+    """conftest.py's server with the table's limits (shared with the load test)."""
+    return reliability_server
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,19 @@ and the server is ready afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from reliability.run import MEMORY_TOLERANCE, SERVER_DEFAULTS, WARMUP, LoadResult, plan, run_load, soak
-from tests.server import API_ONLY, Server, running_server
+from reliability.run import MEMORY_TOLERANCE, WARMUP, LoadResult, plan, run_load, soak
+from tests.server import Server
 
 CONCURRENCY = 16
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("load"), {**SERVER_DEFAULTS, **API_ONLY}) as srv:
-        yield srv
+def server(reliability_server: Server) -> Server:
+    """conftest.py's API-only server without a captioner (shared with the bad-input table, whose
+    tight limits the mix's small images fit)."""
+    return reliability_server
 
 
 def _assert_healthy(server: Server, result: LoadResult) -> None:
