@@ -106,6 +106,20 @@ def test_fault_spec_parsing() -> None:
         check_forward(faults, [PredictRequest(b"", caption="x"), PredictRequest(b"", caption=TRIGGER)])
 
 
+def test_raising_captioner_degrades_the_prediction_and_says_why() -> None:
+    """In process, what the service does with SEMIDAVIL_FAULTS=captioner=raise (over HTTP: -m slow;
+    the hanging captioner below checks the same degraded response over HTTP by default)."""
+    from serving.faults import faulty_captioner
+    from serving.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(None, backend="eager-fp32", captioner="none")
+    predictor.set_captioner(faulty_captioner(Faults("raise")))
+    for _ in range(2):
+        caption = predictor.predict(noise(64, 48)).caption
+        assert caption.text == "" and caption.source == "captioner_failed", caption
+        assert "InjectedFault: injected captioner fault (raise)" in (caption.error or ""), caption
+
+
 # ------------------------------------------------------------------------------------------------
 # Over HTTP: degraded responses and one failing batch
 
@@ -183,6 +197,7 @@ class TestHangingCaptionerAndFailingBackend:
         assert metric_total(metrics, "bentoml_service_request_total", http_response_code="500") == 1
 
 
+@pytest.mark.slow  # a server of its own for what the in-process test and the hanging server show
 class TestRaisingCaptioner:
     def test_raising_captioner_degrades_and_says_why(self, raising: httpx.Client) -> None:
         for _ in range(2):
