@@ -16,13 +16,14 @@ backend="auto" (matched on device, CPU features and model name).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import gc
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,72 @@ def load_model_spec(spec: str) -> ServingModel:
     )
 
 
+def _gate_and_timing_inputs(
+    net: Any, profile: ShapeProfile, class_set: Any, images: list[np.ndarray] | None, batches: Sequence[int]
+) -> tuple[list[Any], dict[int, Any]]:
+    """The agreement inputs (every fixture frame, batches 1 and max) and one timing input per batch."""
+    max_batch = profile.max_batch
+    agree_batches = sorted({1, max_batch, *([len(images)] if images else [])} & set(range(1, max_batch + 1)))
+    agree = agreement_inputs(net, profile, class_set, images, batches=agree_batches)
+    n_agree_images = sum(x[0].shape[0] for x in agree)
+    for start in range(n_agree_images, len(images or ()), max_batch):  # cover every fixture frame
+        chunk = images[start : start + max_batch]  # type: ignore[index]
+        agree += agreement_inputs(net, profile, class_set, chunk, batches=(len(chunk),))
+    timing = {b: agreement_inputs(net, profile, class_set, images, batches=(b,))[0] for b in batches}
+    return agree, timing
+
+
+def _backend_row(
+    name: str,
+    build: Callable[[], Any],
+    call: Callable[[Any, int], None],
+    batches: Sequence[int],
+    repeats: int,
+    warmup: int,
+    agree: list[Any],
+    ref_logits: list[torch.Tensor],
+    margin: float,
+) -> dict[str, Any]:
+    """One backend: build time, latency per batch, agreement with the reference; errors are results."""
+    row: dict[str, Any] = {"backend": name, "error": None}
+    try:
+        start = time.perf_counter()
+        backend = build()
+        call(backend, batches[0])  # torch.compile compiles here
+        row["build_s"] = time.perf_counter() - start
+        for b in batches:
+            times = time_calls(lambda b=b, backend=backend: call(backend, b), repeats, warmup)
+            row[f"latency_b{b}"] = summarize(times)
+            row[f"per_image_b{b}"] = summarize([t / b for t in times])
+        cand = [backend(*x) for x in agree]
+        report = compare_logits(cand, ref_logits, DEFAULT_THRESHOLD, margin, (name, REFERENCE))
+        row["agreement"] = report.to_dict()
+        row["precision"] = backend.precision
+        row["describe"] = {k: v for k, v in backend.describe().items() if k in ("kind", "exporter", "mode")}
+        del backend, cand
+    except BackendUnavailable as err:
+        row["error"] = f"unavailable: {err}"
+    except Exception as err:  # a backend that fails to build or run is a result, not a crash
+        row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+    gc.collect()
+    return row
+
+
+def _add_speedups(rows: list[dict[str, Any]], max_batch: int) -> float | None:
+    """speedup_b1 and speedup_b<max> over the eager fp32 row, in place; returns its batch-1 seconds."""
+    ref_row = next((r for r in rows if r["backend"] == REFERENCE and r.get("latency_b1")), None)
+    if ref_row is None:
+        return None
+    ref_s = ref_row["latency_b1"]["median"]
+    ref_b = ref_row.get(f"per_image_b{max_batch}")
+    for r in rows:
+        if r.get("latency_b1"):
+            r["speedup_b1"] = ref_s / r["latency_b1"]["median"]
+            if ref_b and r.get(f"per_image_b{max_batch}"):
+                r[f"speedup_b{max_batch}"] = ref_b["median"] / r[f"per_image_b{max_batch}"]["median"]
+    return ref_s
+
+
 def bench_model(
     spec: str,
     size: tuple[int, int] | None,
@@ -171,13 +238,7 @@ def bench_model(
     profile = ShapeProfile(size[0], size[1], caption_length, max_batch, len(class_set))
     paths = fixture_images(fixtures)
     images = _fixture_arrays(paths, size) if paths else None
-    agree_batches = sorted({1, max_batch, *([len(images)] if images else [])} & set(range(1, max_batch + 1)))
-    agree = agreement_inputs(net, profile, class_set, images, batches=agree_batches)
-    n_agree_images = sum(x[0].shape[0] for x in agree)
-    for start in range(n_agree_images, len(images or ()), max_batch):  # cover every fixture frame
-        chunk = images[start : start + max_batch]  # type: ignore[index]
-        agree += agreement_inputs(net, profile, class_set, chunk, batches=(len(chunk),))
-    timing = {b: agreement_inputs(net, profile, class_set, images, batches=(b,))[0] for b in batches}
+    agree, timing = _gate_and_timing_inputs(net, profile, class_set, images, batches)
     margin = default_margin(served.random_weights)
     torch_device = torch.device(device)
     reference = create_backend(REFERENCE, net.seg, profile, torch_device)
@@ -192,39 +253,9 @@ def bench_model(
     rows = []
     for name in backends:
         _log(f"{served.name} {size[0]}x{size[1]}: {name} ...")
-        row: dict[str, Any] = {"backend": name, "error": None}
-        try:
-            start = time.perf_counter()
-            backend = create_backend(name, net.seg, profile, torch_device)
-            call(backend, batches[0])  # torch.compile compiles here
-            row["build_s"] = time.perf_counter() - start
-            for b in batches:
-                times = time_calls(lambda b=b, backend=backend: call(backend, b), repeats, warmup)
-                row[f"latency_b{b}"] = summarize(times)
-                row[f"per_image_b{b}"] = summarize([t / b for t in times])
-            cand = [backend(*x) for x in agree]
-            report = compare_logits(cand, ref_logits, DEFAULT_THRESHOLD, margin, (name, REFERENCE))
-            row["agreement"] = report.to_dict()
-            row["precision"] = backend.precision
-            row["describe"] = {
-                k: v for k, v in backend.describe().items() if k in ("kind", "exporter", "mode")
-            }
-            del backend, cand
-        except BackendUnavailable as err:
-            row["error"] = f"unavailable: {err}"
-        except Exception as err:  # a backend that fails to build or run is a result, not a crash
-            row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-        gc.collect()
-        rows.append(row)
-    ref_row = next((r for r in rows if r["backend"] == REFERENCE and r.get("latency_b1")), None)
-    ref_s = ref_row["latency_b1"]["median"] if ref_row else None
-    for r in rows:
-        if ref_s and r.get("latency_b1"):
-            r["speedup_b1"] = ref_s / r["latency_b1"]["median"]
-            b = max_batch
-            ref_b = ref_row.get(f"per_image_b{b}") if ref_row else None
-            if ref_b and r.get(f"per_image_b{b}"):
-                r[f"speedup_b{b}"] = ref_b["median"] / r[f"per_image_b{b}"]["median"]
+        build = functools.partial(create_backend, name, net.seg, profile, torch_device)
+        rows.append(_backend_row(name, build, call, batches, repeats, warmup, agree, ref_logits, margin))
+    ref_s = _add_speedups(rows, max_batch)
     chosen = choose(rows)
     return {
         "model": served.name,
