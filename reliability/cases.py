@@ -259,12 +259,15 @@ def _with(**fields: str | bytes) -> Callable[[], Request]:
     return lambda: multipart_request(png(noise(64, 48)), fields)
 
 
-def _cases() -> list[Case]:
-    small = png(noise(64, 48))
-    jpeg = encode(noise(64, 48), "JPEG")
-    many = ", ".join(f"class {i}" for i in range(MAX_CLASSES))
+# The table in sections; the shared images are built once.
+_SMALL = png(noise(64, 48))
+_JPEG = encode(noise(64, 48), "JPEG")
+_MANY = ", ".join(f"class {i}" for i in range(MAX_CLASSES))
+
+
+def _not_images() -> list[Case]:
+    """Bodies that are not images."""
     return [
-        # ---- bodies that are not images
         Case("empty_body", "POST /segment with no body at all (not multipart)", lambda: Request(), 415,
              "unsupported_media_type"),
         Case("empty_image", "an image part of 0 bytes", _image(lambda: b""), 422, "invalid_image"),
@@ -273,17 +276,27 @@ def _cases() -> list[Case]:
         Case("svg_as_image", "an SVG document sent as image/svg+xml", _image(lambda: SVG, "image/svg+xml"), 415,
              "unsupported_media_type"),
         Case("html_as_image", "an HTML page sent as image/png", _image(lambda: HTML), 415, "unsupported_media_type"),
-        # ---- broken images
-        Case("truncated_png", "the first half of a PNG", _image(lambda: small[: len(small) // 2]), 422,
+    ]  # fmt: skip
+
+
+def _broken_images() -> list[Case]:
+    """Broken images."""
+    return [
+        Case("truncated_png", "the first half of a PNG", _image(lambda: _SMALL[: len(_SMALL) // 2]), 422,
              "invalid_image"),
-        Case("truncated_jpeg", "the first half of a JPEG", _image(lambda: jpeg[: len(jpeg) // 2], "image/jpeg"),
+        Case("truncated_jpeg", "the first half of a JPEG", _image(lambda: _JPEG[: len(_JPEG) // 2], "image/jpeg"),
              422, "invalid_image"),
         Case("corrupt_zlib", "a PNG whose IDAT is not zlib data (CRCs valid)", _image(png_bad_zlib), 422,
              "invalid_image"),
         Case("header_50000x50000", "a PNG header declaring 50000x50000 px (refused before decoding: the data "
              "is missing, so a decode would give 422)", _image(lambda: png_declaring(50_000, 50_000)), 413,
              "image_too_large"),
-        # ---- every size limit, just under and just over
+    ]  # fmt: skip
+
+
+def _size_limits() -> list[Case]:
+    """Every size limit, just under and just over."""
+    return [
         Case("body_at_limit", f"multipart body of exactly {MAX_BODY} bytes", lambda: body_of_size(MAX_BODY), 200,
              size=(250, 250)),
         Case("body_over_limit", f"multipart body of {MAX_BODY + 1} bytes", lambda: body_of_size(MAX_BODY + 1), 413,
@@ -296,19 +309,24 @@ def _cases() -> list[Case]:
              size=(1, MAX_SIDE)),
         Case("side_over_limit", f"{MAX_SIDE + 1}x1 px", _ok(png(solid(MAX_SIDE + 1, 1))), 413,
              "image_too_large"),
-        Case("caption_at_limit", f"a caption of {MAX_CAPTION} characters", _ok(small, caption="a" *
+        Case("caption_at_limit", f"a caption of {MAX_CAPTION} characters", _ok(_SMALL, caption="a" *
              MAX_CAPTION), 200, size=(48, 64)),
         Case("caption_over_limit", f"a caption of {MAX_CAPTION + 1} characters", _with(caption="a" *
              (MAX_CAPTION + 1)), 422, "invalid_parameter"),
         Case("caption_100000", "a caption of 100000 characters", _with(caption="x" * 100_000), 422,
              "invalid_parameter"),
-        Case("classes_at_limit", f"{MAX_CLASSES} custom classes", _ok(small, classes=many), 200,
+        Case("classes_at_limit", f"{MAX_CLASSES} custom classes", _ok(_SMALL, classes=_MANY), 200,
              size=(48, 64)),
-        Case("classes_over_limit", f"{MAX_CLASSES + 1} custom classes (huge list)", _with(classes=many + ", x"),
+        Case("classes_over_limit", f"{MAX_CLASSES + 1} custom classes (huge list)", _with(classes=_MANY + ", x"),
              422, "invalid_parameter"),
         Case("classes_field_too_long", f"a classes field of {MAX_CLASSES_FIELD + 1} characters",
              _with(classes="a" * (MAX_CLASSES_FIELD + 1)), 422, "invalid_parameter"),
-        # ---- unusual but valid images
+    ]  # fmt: skip
+
+
+def _unusual_images() -> list[Case]:
+    """Unusual but valid images."""
+    return [
         Case("one_by_one", "a 1x1 PNG", _ok(png(solid(1, 1))), 200, size=(1, 1)),
         Case("wide_10000x2", "a 10000x2 PNG", _ok(png(solid(10_000, 2))), 200, size=(2, 10_000)),
         Case("png_16bit_grey", "16-bit greyscale PNG (I;16)", _ok(sixteen_bit_grey()), 200,
@@ -327,18 +345,28 @@ def _cases() -> list[Case]:
              200, size=(48, 64)),
         Case("gif_animated", "animated GIF (GIF is not on the allow-list)", _image(lambda: animated("GIF"),
              "image/gif"), 415, "unsupported_media_type"),
-        # ---- wrong content types
+    ]  # fmt: skip
+
+
+def _content_types() -> list[Case]:
+    """Wrong content types."""
+    return [
         Case("png_labelled_text_plain", "a PNG whose part says text/plain (the bytes decide)",
-             lambda: multipart_request(small, {"output": "label_png"}, media_type="text/plain"), 200,
+             lambda: multipart_request(_SMALL, {"output": "label_png"}, media_type="text/plain"), 200,
              size=(48, 64)),
         Case("jpeg_labelled_png", "a JPEG whose part says image/png",
-             lambda: multipart_request(jpeg, {"output": "label_png"}, filename=b"x.png"), 200, size=(48, 64)),
+             lambda: multipart_request(_JPEG, {"output": "label_png"}, filename=b"x.png"), 200, size=(48, 64)),
         Case("raw_png_body", "the PNG as the whole body, Content-Type image/png (not multipart)",
-             lambda: Request("/segment", small, {"content-type": "image/png"}), 415, "unsupported_media_type"),
+             lambda: Request("/segment", _SMALL, {"content-type": "image/png"}), 415, "unsupported_media_type"),
         Case("form_urlencoded", "an urlencoded form instead of multipart",
              lambda: Request("/segment", b"image=abc&output=json",
                              {"content-type": "application/x-www-form-urlencoded"}), 415, "unsupported_media_type"),
-        # ---- parameters
+    ]  # fmt: skip
+
+
+def _parameters() -> list[Case]:
+    """Parameters."""
+    return [
         Case("classes_empty_list", "classes = [] (empty custom list)", _with(classes="[]"), 422,
              "invalid_parameter"),
         Case("classes_unknown_set", "classes = mapillary (no such class set)", _with(classes="mapillary"), 422,
@@ -351,22 +379,43 @@ def _cases() -> list[Case]:
         Case("classes_not_utf8", "classes 'caf\\xe9, road' in Latin-1 (not UTF-8: read as Latin-1)",
              _with(classes="caf\xe9, road".encode("latin-1")), 200, expect={"classes": ["caf\xe9", "road"]}),
         Case("filename_not_utf8", "an image part whose filename is not UTF-8 (the name is ignored)",
-             lambda: multipart_request(small, {"output": "label_png"}, filename=b"\xff\xfe.png"), 200,
+             lambda: multipart_request(_SMALL, {"output": "label_png"}, filename=b"\xff\xfe.png"), 200,
              size=(48, 64)),
         Case("output_unknown", "output = nope", _with(output="nope"), 422, "invalid_parameter"),
         Case("output_path", "output = ../../tmp/x.png (never a file)", _with(output="../../tmp/x.png"), 422,
              "invalid_parameter"),
         Case("output_case", "output = ' LABEL_PNG ' (case and spaces ignored)",
-             _ok(small, output=" LABEL_PNG "), 200, size=(48, 64)),
+             _ok(_SMALL, output=" LABEL_PNG "), 200, size=(48, 64)),
         Case("alpha_nan", "alpha = nan", _with(output="overlay_png", alpha="nan"), 422, "invalid_parameter"),
         Case("alpha_inf", "alpha = inf", _with(output="overlay_png", alpha="inf"), 422, "invalid_parameter"),
-        # ---- the caption endpoint
+    ]  # fmt: skip
+
+
+def _caption_endpoint() -> list[Case]:
+    """The caption endpoint."""
+    return [
         Case("caption_endpoint_svg", "POST /caption with an SVG",
              lambda: multipart_request(SVG, path="/caption", media_type="image/svg+xml"), 415,
              "unsupported_media_type"),
         Case("caption_endpoint_truncated", "POST /caption with a truncated JPEG",
-             lambda: multipart_request(jpeg[:200], path="/caption", media_type="image/jpeg"), 422, "invalid_image"),
+             lambda: multipart_request(_JPEG[:200], path="/caption", media_type="image/jpeg"), 422, "invalid_image"),
     ]  # fmt: skip
+
+
+def _cases() -> list[Case]:
+    return [
+        case
+        for section in (
+            _not_images,
+            _broken_images,
+            _size_limits,
+            _unusual_images,
+            _content_types,
+            _parameters,
+            _caption_endpoint,
+        )
+        for case in section()
+    ]
 
 
 CASES: list[Case] = _cases()
