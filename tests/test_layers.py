@@ -54,3 +54,19 @@ def test_package_imports_only_the_floors_below(package: str) -> None:
         if top not in allowed
     ]
     assert not wrong, "\n".join(wrong)
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_outside_tests_is_over_80_lines() -> None:
+    """Long functions are where copy-shaped blocks hide (issue 16): split them instead."""
+    long = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
