@@ -1,4 +1,4 @@
-"""Dense CLIP visual features by the MaskCLIP value path (method.md 1.3).
+"""Dense CLIP visual features by the MaskCLIP value path (docs/method.md 1.3).
 
 Wraps an open_clip `VisionTransformer` without copying its weights, so open_clip's checkpoint
 loading (pos-embed resizing, QuickGELU) applies unchanged and parameter names stay open_clip's.
@@ -136,7 +136,7 @@ class DenseClipVisual(nn.Module):
 
 
 def set_finetune(visual: DenseClipVisual, mode: str) -> None:
-    """Choose which ViT parameters train (method.md 1.3).
+    """Choose which ViT parameters train (docs/method.md 1.3).
 
     `spatial` (SemiVL's spatial fine-tuning): only attention projections (`attn` in the name) and
     the positional embedding; LayerNorms, MLPs, patch embedding, cls token, ln_post and proj stay

@@ -416,7 +416,8 @@ class Captioner:
         return texts
 
     def _generate_chunk(self, images: list[Image.Image]) -> list[str]:
-        """One greedy, prompt-free `generate` call (no input_ids: see the BLIP gotcha in stack.md)."""
+        """One greedy, prompt-free `generate` call. No `input_ids`: BLIP's `generate` drops the last
+        token of a given prompt (meant to be [SEP]), so `[[bos]]` becomes an empty sequence and fails."""
         inputs = self._processor(images=images, return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(device=self.device, dtype=self.dtype)
         with self._generate_lock, torch.inference_mode():

@@ -67,7 +67,7 @@ class DLGConfig:
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """SemiVL's VLG head widths (method.md 1.6)."""
+    """SemiVL's VLG head widths (docs/method.md 1.6)."""
 
     channels: int = 128
     text_channels: int = 128

@@ -1,7 +1,7 @@
 """Optional convolutional skip encoders for the decoder's stride-4 skip.
 
 `resnet101` / `resnet18`: SemiVL's Cityscapes variant, a ResNet stem + layer1. The graph input is
-CLIP-normalised; the ResNet sees ImageNet statistics (method.md 1.2), so the input is re-normalised
+CLIP-normalised; the ResNet sees ImageNet statistics (docs/method.md 1.2), so the input is re-normalised
 inside the module.
 
 `stem`: a light three-conv stem (about 0.2 GFLOP at 256x512) for small CPU models, where a ViT

@@ -1,4 +1,4 @@
-"""The language-guided decoder: SemiVL's VLG head (method.md 1.6), K classes at run time.
+"""The language-guided decoder: SemiVL's VLG head (docs/method.md 1.6), K classes at run time.
 
 Per class k the cosine map S_k = cos(F_M, T_k) goes through spatial reasoning (conv + ASPP),
 semantic reasoning (a transformer across the K class tokens at each pooled cell, with projected

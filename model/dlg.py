@@ -1,4 +1,4 @@
-"""Dense Language Guidance (method.md 1.5): fuse per-token caption features into dense features.
+"""Dense Language Guidance (docs/method.md 1.5): fuse per-token caption features into dense features.
 
 Modes: `residual` (DLG-R, the default: F_M = F_V + gamma * W_o[F^A_L || G], gamma zero-initialised
 so F_M = F_V at initialisation), `literal` (the M3Att-style pixel x token product), `repo` (the

@@ -1,4 +1,4 @@
-"""An ImageNet ViT from timm as the visual tower of the "w/o VLP" rows (method.md: VLP off =
+"""An ImageNet ViT from timm as the visual tower of the "w/o VLP" rows (docs/method.md: VLP off =
 ImageNet-initialised encoder; SemiVL's equivalent ablation uses timm's ViT-B/16 IN-1k).
 
 `load_timm_visual(clip, "timm:<name>[=<file>]")` builds the timm model with its own checkpoint

@@ -1,4 +1,4 @@
-"""Whole-image and sliding-window inference on tensors (method.md 3), shared by evaluation and serving."""
+"""Whole-image and sliding-window inference on tensors (docs/method.md 3), shared by evaluation and serving."""
 
 from __future__ import annotations
 

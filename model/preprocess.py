@@ -1,4 +1,4 @@
-"""Image normalisation shared by training, evaluation and serving (method.md 1.2)."""
+"""Image normalisation shared by training, evaluation and serving (docs/method.md 1.2)."""
 
 from __future__ import annotations
 

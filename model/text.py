@@ -1,4 +1,4 @@
-"""Language side (method.md 1.4): class-name embeddings and per-token caption features.
+"""Language side (docs/method.md 1.4): class-name embeddings and per-token caption features.
 
 `ClipTextEncoder` is the frozen CLIP text tower as a pure module (token ids in, features out).
 `TextEmbedder` adds the CLIP BPE tokenizer and caches; its results are the `class_embeds` and

@@ -1,4 +1,4 @@
-"""Tiny random BLIP / BLIP-2 captioners built from configs (stack.md section 3): no download.
+"""Tiny random BLIP / BLIP-2 captioners built from transformers configs and saved to a folder: no download.
 
 Shared by the captioner tests and every test that needs a working captioner offline.
 """

@@ -1,4 +1,4 @@
-"""DyCE loss (method.md 2.3): hand-computed values, limits (OHEM, plain CE), ignore, gradient."""
+"""DyCE loss (docs/method.md 2.3): hand-computed values, limits (OHEM, plain CE), ignore, gradient."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def test_non_multiple_of_patch_size_is_a_clear_error(tiny):
 
 def _dense_by_hand(visual, images: torch.Tensor) -> torch.Tensor:
     """MaskCLIP dense features computed with open_clip's own block forward (nn.MultiheadAttention)
-    and the value path written out from method.md 1.3 with explicit weight slices."""
+    and the value path written out  from docs/method.md 1.3 with explicit weight slices."""
     x = visual.conv1(images).flatten(2).transpose(1, 2)
     cls = visual.class_embedding.expand(x.shape[0], 1, -1)
     x = visual.ln_pre(torch.cat([cls, x], 1) + visual.positional_embedding)

@@ -1,4 +1,4 @@
-"""Training augmentations (method.md 2.2): weak crop/flip, strong photometric, CutMix.
+"""Training augmentations (docs/method.md 2.2): weak crop/flip, strong photometric, CutMix.
 
 Every random choice comes from a `numpy.random.Generator` the caller seeds from
 (seed, stream, step, slot), so a resumed run draws exactly what the uninterrupted run drew.

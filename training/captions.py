@@ -1,4 +1,4 @@
-"""Caption a whole dataset once, offline, into the captions file training reads (method.md 1.4).
+"""Caption a whole dataset once, offline, into the captions file training reads (docs/method.md 1.4).
 
     python -m training.captions --layout gta5 --root data/gta5 --out data/gta5/captions.json
     python -m training.captions --layout cityscapes --split train --root data/cityscapes \\

@@ -1,4 +1,4 @@
-"""Mean teacher: the EMA of all student parameters (method.md 2.4)."""
+"""Mean teacher: the EMA of all student parameters (docs/method.md 2.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AdamW with per-module learning-rate multipliers and the poly schedule (method.md 2.5)."""
+"""AdamW with per-module learning-rate multipliers and the poly schedule (docs/method.md 2.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SemiDAViL training loop (method.md 2.6): DyCE on source + labeled target, mean-teacher
+"""The SemiDAViL training loop (docs/method.md 2.6): DyCE on source + labeled target, mean-teacher
 consistency with CutMix on unlabeled target, AdamW + poly LR, EMA teacher, resumable."""
 
 from __future__ import annotations

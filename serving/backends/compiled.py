@@ -4,8 +4,8 @@ Compilation is lazy: the first call for a batch size traces and compiles (`dynam
 shape gets its own specialised kernels). To bound the number of compiles, batches are padded up to
 the next bucket (1, 2, 4, ..., max_batch) and the padding is cut from the output. First-call times
 per bucket are recorded in `compile_seconds`. Measured for semidavil-tiny at 128x256 on the shared
-2-core dev CPU: 48-97 s for the first bucket with a cold Inductor cache, ~10-30 s when its on-disk
-cache is warm; ViT-B/16 at 512x1024: docs/stack.md section 8 (~16 s for the visual tower alone).
+2-core dev CPU: tens of seconds for the first bucket with a cold Inductor cache, less when its on-disk
+cache is warm, more for ViT-B/16 at 512x1024 (BENCHMARKS.md records the build times).
 Not thread-safe while compiling: the predictor serialises calls.
 """
 

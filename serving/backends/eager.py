@@ -1,8 +1,7 @@
 """Eager PyTorch: the reference (fp32) and bf16 autocast.
 
 bf16 uses `torch.autocast(device_type, dtype=torch.bfloat16)` (autocast keeps reductions, norms and
-softmax in fp32 and picks the fast kernels; docs/stack.md section 8: ~2x faster than running a
-graph cast wholly to bf16) over `model.fast.inference_copy` of the graph: matmul/conv weights
+softmax in fp32 and picks the fast kernels; it ran faster than a graph cast wholly to bf16) over `model.fast.inference_copy` of the graph: matmul/conv weights
 pre-cast to bf16 (no per-call weight casts) and QuickGELU folded into SiLU. Before/after figures:
 BENCHMARKS.md, "Speed changes: before / after" (bench/changes.py, row precast+silu).
 """

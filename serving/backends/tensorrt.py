@@ -1,6 +1,6 @@
 """Torch-TensorRT 2.13 (dynamo, ahead of time): engines for fixed shape profiles, saved and re-loaded.
 
-Pipeline (docs/stack.md section 6):
+Pipeline (read from the 2.13 wheel's code and docs; it runs on a CUDA GPU only):
 1. `export_for_tensorrt(graph, profile)`: `torch.export` of the graph with a dynamic batch; pure
    PyTorch, runs (and is tested) on CPU.
 2. `torch_tensorrt.dynamo.compile(ep, arg_inputs=[Input(min, opt, max, dtype)...], ...)` on CUDA.

@@ -1,6 +1,6 @@
 """Seeded labeled/unlabeled splits of the target training set, and their JSON files.
 
-No official split lists exist (method.md 2.1): draw `num_labeled` names uniformly at random with
+No official split lists exist (docs/method.md 2.1): draw `num_labeled` names uniformly at random with
 a fixed seed from the sorted name list; the rest is unlabeled. The JSON file freezes the draw.
 """
 

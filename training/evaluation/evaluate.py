@@ -1,4 +1,4 @@
-"""Whole-set evaluation: confusion matrix, per-class IoU, mIoU (method.md 3).
+"""Whole-set evaluation: confusion matrix, per-class IoU, mIoU (docs/method.md 3).
 
 `python -m training.evaluation.evaluate --checkpoint run/model.safetensors --config run/config.yaml`
 evaluates a checkpoint on the run config's target val set; the trainer calls `evaluate` directly.

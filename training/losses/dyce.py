@@ -1,4 +1,4 @@
-"""Dynamic Cross-Entropy (DyCE), method.md section 2.3.
+"""Dynamic Cross-Entropy (DyCE), docs/method.md section 2.3.
 
 Over the valid pixels P (target != ignore_index), S = |P|, with per-pixel CE l_i = -log p_{i,y_i}:
 
