@@ -246,30 +246,21 @@ class Predictor:
         return result
 
     def predict_batch(
-        self,
-        items: Sequence[ImageInput | PredictRequest | PreparedRequest],
-        caption: str | None = None,
-        classes: str | Sequence[str] | None = None,
-        use_captioner: bool = True,
-        return_errors: bool = False,
+        self, requests: Sequence[PredictRequest], return_errors: bool = False
     ) -> list[Prediction | ServingError]:
-        """Segment many images with as few backend calls as possible (one per class set and chunk).
+        """Segment many requests with as few backend calls as possible (one per class set and chunk).
 
-        Plain images take the shared `caption`/`classes`/`use_captioner`; PredictRequest items carry
-        their own; PreparedRequest items (from `prepare`) go straight to the forward. With `return_errors`, a bad item yields its ServingError in place (the others
-        still run), which is what a batching service needs; otherwise the first error is raised.
+        Each PredictRequest carries its own image, caption, classes and captioner switch. With
+        `return_errors`, a bad request yields its ServingError in place (the others still run);
+        otherwise the first error is raised. (The service batches across HTTP requests with
+        `prepare` / `forward_prepared` / `finish` instead, so that decoding and post-processing
+        stay in each request's thread.)
         """
-        requests = [
-            item
-            if isinstance(item, (PredictRequest, PreparedRequest))
-            else PredictRequest(item, caption, classes, use_captioner)
-            for item in items
-        ]
         results: list[Prediction | ServingError | None] = [None] * len(requests)
         groups: dict[tuple[str, ...], list[tuple[int, PreparedRequest]]] = defaultdict(list)
         for index, request in enumerate(requests):
             try:
-                prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
+                prepared = self.prepare(request)
             except ServingError as err:
                 if not return_errors:
                     raise

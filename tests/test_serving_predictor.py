@@ -191,11 +191,12 @@ def test_predict_batch_equals_single_predictions(fixture_png, tmp_path):
 
 def test_predict_batch_reports_bad_items_in_place(predictor):
     good = png_bytes(scene(50, 70, 6))
-    results = predictor.predict_batch([good, b"<html>nope</html>", good], return_errors=True)
+    requests = [PredictRequest(data) for data in (good, b"<html>nope</html>", good)]
+    results = predictor.predict_batch(requests, return_errors=True)
     assert isinstance(results[0], Prediction) and isinstance(results[2], Prediction)
     assert isinstance(results[1], UnsupportedMediaType) and results[1].status == 415
     with pytest.raises(UnsupportedMediaType):
-        predictor.predict_batch([good, b"<html>nope</html>"])
+        predictor.predict_batch(requests[:2])
 
 
 def test_limits_apply_to_predict(predictor):
