@@ -15,7 +15,6 @@ into captions, which are then encoded by the text tower outside the compiled gra
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -29,7 +28,6 @@ import torch
 from PIL import Image
 
 from model._env import hub_is_offline
-from model.atomic import atomic_write_text
 from model.lru import LRUCache
 
 logger = logging.getLogger(__name__)
@@ -42,9 +40,6 @@ DEFAULT_MODELS: dict[str, str] = {
 SOURCE_CAPTIONER = "captioner"
 SOURCE_CACHE = "cache"
 SOURCE_NONE = "none"
-
-_CACHE_FORMAT = "semidavil-caption-cache"
-_CACHE_VERSION = 1
 
 
 class CaptionerUnavailable(RuntimeError):
@@ -81,27 +76,18 @@ def image_hash(img: Image.Image) -> str:
 
 
 class CaptionCache:
-    """Thread-safe in-memory LRU of caption texts, optionally persisted to a JSON file.
+    """Thread-safe in-memory LRU of caption texts (model/lru.py); `max_entries=0` disables it.
 
-    Keys are opaque strings (a `Captioner` uses its identity plus `image_hash`). With `path`,
-    existing entries are loaded at construction (a missing file is fine; an unreadable one is
-    logged and ignored) and `save()` writes the file atomically (temporary file, then
-    `os.replace`). With `autosave`, every `put_many` that adds entries also saves.
-    `max_entries=0` disables caching.
+    Keys are opaque strings (a `Captioner` uses its identity plus `image_hash`), so one cache can be
+    shared by several captioners. Captions of a whole dataset are made offline into a captions file
+    instead (training/captions.py).
     """
 
-    def __init__(
-        self, max_entries: int = 4096, path: str | os.PathLike[str] | None = None, autosave: bool = True
-    ) -> None:
+    def __init__(self, max_entries: int = 4096) -> None:
         if max_entries < 0:
             raise ValueError(f"max_entries must be >= 0, got {max_entries}")
         self.max_entries = max_entries
-        self.path = Path(path).expanduser() if path is not None else None
-        self.autosave = autosave
         self._entries: LRUCache[str, str] = LRUCache(max_entries)
-        self._save_lock = threading.Lock()
-        if self.path is not None:
-            self._load_file(self.path)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -118,57 +104,12 @@ class CaptionCache:
         self.put_many([(key, text)])
 
     def put_many(self, items: Iterable[tuple[str, str]]) -> None:
-        """Store entries, evicting the least recently used beyond `max_entries`; autosave once."""
-        added = self._entries.put_many(items)
-        if added and self.autosave and self.path is not None:
-            self.save()
+        """Store entries, evicting the least recently used beyond `max_entries`."""
+        self._entries.put_many(items)
 
     def clear(self) -> None:
-        """Drop every in-memory entry (the file, if any, is left until the next save)."""
+        """Drop every entry."""
         self._entries.clear()
-
-    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write all entries (oldest first) as JSON, atomically; returns the path written."""
-        target = Path(path).expanduser() if path is not None else self.path
-        if target is None:
-            raise ValueError("CaptionCache.save() needs a path (none given at construction)")
-        with self._save_lock:
-            entries = [[key, text] for key, text in self._entries.items()]
-            payload = {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "entries": entries}
-            _atomic_write_json(target, payload)
-        return target
-
-    def _load_file(self, path: Path) -> None:
-        if not path.exists():
-            return
-        try:
-            entries = _parse_cache_payload(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable caption cache %s: %s", path, exc)
-            return
-        self._entries.put_many(entries)
-
-
-def _parse_cache_payload(payload: Any) -> list[tuple[str, str]]:
-    """Validate a cache file's JSON and return its (key, text) pairs; ValueError if malformed."""
-    if not isinstance(payload, dict) or payload.get("format") != _CACHE_FORMAT:
-        raise ValueError("not a caption cache file")
-    if payload.get("version") != _CACHE_VERSION:
-        raise ValueError(f"unsupported caption cache version {payload.get('version')!r}")
-    entries = payload.get("entries")
-    if not isinstance(entries, list):
-        raise ValueError("'entries' must be a list")
-    pairs: list[tuple[str, str]] = []
-    for item in entries:
-        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)):
-            raise ValueError(f"bad cache entry {item!r}")
-        pairs.append((item[0], item[1]))
-    return pairs
-
-
-def _atomic_write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (model.atomic: temporary file, fsync, `os.replace`)."""
-    atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
 
 
 # --------------------------------------------------------------------------------------------

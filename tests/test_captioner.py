@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -184,24 +183,8 @@ def test_cache_is_keyed_by_captioner_identity(saved_models: dict) -> None:
     assert long.caption([img])[0].source == "cache"
 
 
-def test_cache_persistence_round_trip(saved_models: dict, tmp_path: Path) -> None:
-    directory, reference = saved_models["blip"]
-    path = tmp_path / "sub" / "captions.json"
-    first = _from_dir("blip", directory, cache=CaptionCache(path=path))
-    first.caption(_images(3))
-    assert path.is_file()
-    assert not list(path.parent.glob("*.tmp"))  # the temporary file was renamed into place
-    assert json.loads(path.read_text())["format"] == "semidavil-caption-cache"
-
-    second = _from_dir("blip", directory, cache=CaptionCache(path=path))
-    results = second.caption(_images(3))
-    assert [r.source for r in results] == ["cache"] * 3
-    assert [r.text for r in results] == reference
-    assert second.generate_calls == 0 and not second.is_loaded  # all hits: the model never loads
-
-
 def test_cache_lru_eviction_and_disable() -> None:
-    cache = CaptionCache(max_entries=2, autosave=False)
+    cache = CaptionCache(max_entries=2)
     cache.put("a", "1")
     cache.put("b", "2")
     assert cache.get("a") == "1"  # "a" is now most recently used
@@ -212,24 +195,6 @@ def test_cache_lru_eviction_and_disable() -> None:
     assert len(off) == 0 and off.get("a") is None
     with pytest.raises(ValueError):
         CaptionCache(max_entries=-1)
-
-
-def test_cache_ignores_corrupt_file(tmp_path: Path) -> None:
-    path = tmp_path / "captions.json"
-    path.write_text("{not json")
-    cache = CaptionCache(path=path)
-    assert len(cache) == 0
-    cache.put("k", "a caption")
-    assert CaptionCache(path=path).get("k") == "a caption"
-
-
-def test_cache_save_needs_a_path() -> None:
-    with pytest.raises(ValueError, match="path"):
-        CaptionCache().save()
-
-
-# ---------------------------------------------------------------------------------------------
-# Missing weights, kinds, thread safety
 
 
 def test_missing_hub_weights_fail_fast_offline() -> None:
