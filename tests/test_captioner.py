@@ -197,6 +197,10 @@ def test_cache_lru_eviction_and_disable() -> None:
         CaptionCache(max_entries=-1)
 
 
+# ---------------------------------------------------------------------------------------------
+# Missing weights, kinds, thread safety
+
+
 def test_missing_hub_weights_fail_fast_offline() -> None:
     from huggingface_hub import try_to_load_from_cache
 
