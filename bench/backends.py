@@ -21,7 +21,6 @@ import gc
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 import model  # noqa: F401  (offline env defaults and the torchvision shim before open_clip)
 from bench.common import fixture_images, summarize, time_calls
+from model.atomic import atomic_write_text
 from serving.agreement import DEFAULT_THRESHOLD, compare_logits, default_margin
 from serving.backends.base import BackendUnavailable, ShapeProfile
 from serving.backends.factory import BACKEND_NAMES, CHOICE_FILE, cpu_feature_key, create_backend
@@ -112,11 +112,7 @@ def write_choice(entry: dict[str, Any], path: str | os.PathLike[str] = CHOICE_FI
     except FileNotFoundError:
         current = None
     merged = merge_choice(current, entry)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(merged, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
     return path
 
 

@@ -276,9 +276,9 @@ def write_section(
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = f"{title}\n\n{intro.strip()}\n\n{block}"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from model.atomic import atomic_write_text  # here: importing `model` loads torch, which bench.common defers
+
+    atomic_write_text(path, text)
     return path
 
 

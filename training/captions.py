@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -26,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import model  # noqa: F401  (offline env defaults before transformers)
+from model.atomic import atomic_write_text
 from training.data.base import SampleFiles
 from training.data.cityscapes import discover_cityscapes
 
@@ -52,11 +51,7 @@ def shard_path(out: Path, shard: int, num_shards: int) -> Path:
 
 
 def write_json_atomic(data: dict[str, str], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=0, sort_keys=True, ensure_ascii=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=0, sort_keys=True, ensure_ascii=False))
 
 
 def read_json(path: Path) -> dict[str, str]:

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from model.atomic import atomic_write_text
 from model.class_sets import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
@@ -236,10 +237,8 @@ def _share(counts: np.ndarray) -> dict[str, float]:
 
 
 def _write_json(path: Path, data: object) -> None:
-    """Write JSON via a temporary file and an atomic rename."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically (model/atomic.py)."""
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def generate_benchmark(
