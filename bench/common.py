@@ -276,7 +276,8 @@ def write_section(
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = f"{title}\n\n{intro.strip()}\n\n{block}"
-    from model.atomic import atomic_write_text  # here: importing `model` loads torch, which bench.common defers
+    # imported here: importing `model` loads torch, which bench.common defers to where it is needed
+    from model.atomic import atomic_write_text
 
     atomic_write_text(path, text)
     return path
