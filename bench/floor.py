@@ -21,7 +21,7 @@ import torch
 
 import model  # noqa: F401  (offline env defaults and the torchvision shim before open_clip)
 from bench.common import median_time
-from bench.model_profile import attention_flop_mapping, count_flops
+from bench.flops import attention_flop_mapping, count_flops
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -35,7 +35,7 @@ import torch
 
 import model
 from bench.common import fixture_images, median_time, synthetic_inputs
-from bench.model_profile import _stage_fns, attention_flop_mapping, count_flops
+from bench.flops import attention_flop_mapping, count_flops, stage_fns
 from model.fast import inference_copy
 from model.segmentor import SegmentationGraph
 from serving.loading import random_model
@@ -131,7 +131,7 @@ def graph_stages(
     inputs = synthetic_inputs(batch, *size, num_classes, caption_length, embed_dim, seed=seed)
     times: dict[str, Any] = {}
     with torch.inference_mode(), _autocast(precision):
-        fns, whole = _stage_fns(graph, *inputs)
+        fns, whole = stage_fns(graph, *inputs)
         for stage, fn in fns.items():
             times[stage] = median_time(fn, repeats, warmup)
         times["whole"] = median_time(whole, repeats, warmup)

@@ -398,7 +398,7 @@ def test_floor_counts_the_plain_towers_attention_flops():
     from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
     from bench.floor import mha_fastpath
-    from bench.model_profile import attention_flop_mapping, count_flops
+    from bench.flops import attention_flop_mapping, count_flops
 
     width, layers, patch, size = 64, 2, 16, (64, 96)
     cfg = CLIPVisionCfg(layers=layers, width=width, head_width=32, patch_size=patch, image_size=size)
