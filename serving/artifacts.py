@@ -28,9 +28,7 @@ from model.segmentor import SegmentationGraph
 from serving.agreement import DEFAULT_THRESHOLD, check_agreement
 from serving.backends.base import Backend, Inputs, ShapeProfile
 from serving.backends.eager import EagerBackend
-from serving.backends.factory import COMPILED_BACKENDS, artifact_stem, create_backend
-from serving.backends.onnx import ONNXRuntimeBackend
-from serving.backends.tensorrt import TensorRTBackend
+from serving.backends.factory import COMPILED_BACKENDS, artifact_stem, backend_class, create_backend
 
 logger = logging.getLogger(__name__)
 
@@ -188,17 +186,12 @@ def load_backend(
     manifest = read_manifest(path)
     verify_manifest(manifest, name, profile, checkpoint_sha256, str(path))
     artifact = Path(out_dir) / manifest["artifact"] if manifest.get("artifact") else None
-    if name == "onnxruntime":
-        if artifact is None or not artifact.is_file():
-            raise ArtifactMismatch(f"{path}: artefact file {artifact} is missing")
-        return ONNXRuntimeBackend(artifact, profile, device, exporter=manifest.get("exporter"))
-    if name.startswith("tensorrt"):
-        if artifact is None or not artifact.is_file():
-            raise ArtifactMismatch(f"{path}: artefact file {artifact} is missing")
-        return TensorRTBackend.load(artifact, profile, name.partition("-")[2])
-    if graph is None:
+    cls, precision = backend_class(name)
+    if cls.artifact_suffix is not None and (artifact is None or not artifact.is_file()):
+        raise ArtifactMismatch(f"{path}: artefact file {artifact} is missing")
+    if cls.artifact_suffix is None and graph is None:
         raise ArtifactMismatch(f"{path}: {name} keeps no file; pass the graph to re-create it")
-    return create_backend(name, graph, profile, device)
+    return cls.reload(artifact, profile, precision, device, graph, manifest)
 
 
 def obtain_backend(

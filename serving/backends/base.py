@@ -5,9 +5,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:  # a type only: model.segmentor imports open_clip, which this module must not pull in
+    from model.segmentor import SegmentationGraph
 
 
 class BackendUnavailable(RuntimeError):
@@ -65,6 +69,39 @@ class Backend(abc.ABC):
     name: str = "backend"
     precision: str = "fp32"
     thread_safe: bool = False
+    # The registry's view (serving/backends/factory.py): the artefact file's suffix (None: the
+    # backend keeps no file) and whether it is built for one ShapeProfile.
+    artifact_suffix: ClassVar[str | None] = None
+    fixed_shapes: ClassVar[bool] = True
+
+    @classmethod
+    def create(
+        cls,
+        graph: SegmentationGraph,
+        profile: ShapeProfile | None,
+        precision: str,
+        device: torch.device,
+        artifact: Path | None,
+    ) -> Backend:
+        """Build the backend for `graph` (exporting to `artifact` where it keeps a file); every
+        class in the registry has one (a test double need not)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be created by name")
+
+    @classmethod
+    def reload(
+        cls,
+        artifact: Path | None,
+        profile: ShapeProfile,
+        precision: str,
+        device: torch.device,
+        graph: SegmentationGraph | None,
+        manifest: dict[str, Any],
+    ) -> Backend:
+        """The backend again from its saved artefact and manifest; a backend that keeps no file
+        (torch.compile) is re-created from `graph`."""
+        if graph is None:
+            raise ValueError(f"{cls.__name__} keeps no file; pass the graph to re-create it")
+        return cls.create(graph, profile, precision, device, None)
 
     def __init__(self, device: torch.device, max_batch: int, profile: ShapeProfile | None = None) -> None:
         self.device = torch.device(device)

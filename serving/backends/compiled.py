@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,18 @@ class TorchCompileBackend(Backend):
     """torch.compile(graph, dynamic=False[, mode]) for one shape profile (fixed H, W, L, K)."""
 
     thread_safe = False
+
+    @classmethod
+    def create(
+        cls,
+        graph: SegmentationGraph,
+        profile: ShapeProfile | None,
+        precision: str,
+        device: torch.device,
+        artifact: Path | None,
+    ) -> TorchCompileBackend:
+        assert profile is not None  # create_backend refuses None for fixed-shape backends
+        return cls(graph, profile, precision, device)
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ BENCHMARKS.md, "Speed changes: before / after" (bench/changes.py, row precast+si
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +34,18 @@ class EagerBackend(Backend):
     """
 
     thread_safe = True
+    fixed_shapes = False
+
+    @classmethod
+    def create(
+        cls,
+        graph: SegmentationGraph,
+        profile: ShapeProfile | None,
+        precision: str,
+        device: torch.device,
+        artifact: Path | None,
+    ) -> EagerBackend:
+        return cls(graph, precision, device, profile)
 
     def __init__(
         self,

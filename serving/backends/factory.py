@@ -23,7 +23,7 @@ import torch
 
 from model.hardware import fast_bf16
 from model.segmentor import SegmentationGraph
-from serving.backends.base import Backend, BackendUnavailable, ShapeProfile
+from serving.backends.base import Backend, ShapeProfile
 from serving.backends.compiled import TorchCompileBackend
 from serving.backends.eager import EagerBackend
 from serving.backends.onnx import ONNXRuntimeBackend
@@ -50,6 +50,13 @@ BACKEND_NAMES: tuple[str, ...] = (
     "tensorrt-bf16",
 )
 COMPILED_BACKENDS = frozenset(BACKEND_NAMES) - {"eager-fp32", "eager-bf16"}
+# One registry: a name's kind (before the "-") -> the class that creates and re-loads it.
+BACKEND_KINDS: dict[str, type[Backend]] = {
+    "eager": EagerBackend,
+    "compile": TorchCompileBackend,
+    "onnxruntime": ONNXRuntimeBackend,
+    "tensorrt": TensorRTBackend,
+}
 CHOICE_FILE = Path(__file__).resolve().parents[1] / "backend_choice.json"
 
 
@@ -73,23 +80,22 @@ def create_backend(
     Raises ValueError for an unknown name and BackendUnavailable where the backend cannot run.
     """
     device = torch.device(device)
+    cls, precision = backend_class(name)
+    if cls.fixed_shapes and profile is None:
+        raise ValueError(f"{name} is built for fixed shapes: it needs a ShapeProfile")
+    artifact = None
+    if cls.artifact_suffix is not None and profile is not None:
+        folder = Path(artifacts_dir) if artifacts_dir else Path(tempfile.mkdtemp(prefix="semidavil-"))
+        artifact = folder / f"{artifact_stem(name, profile)}{cls.artifact_suffix}"
+    return cls.create(graph, profile, precision, device, artifact)
+
+
+def backend_class(name: str) -> tuple[type[Backend], str]:
+    """(the registered class, its precision) for a backend name; ValueError for an unknown name."""
     if name not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {name!r}; known: {list(BACKEND_NAMES)}")
     kind, _, precision = name.partition("-")
-    if kind == "eager":
-        return EagerBackend(graph, precision, device, profile)
-    if profile is None:
-        raise ValueError(f"{name} is built for fixed shapes: it needs a ShapeProfile")
-    if kind == "compile":
-        return TorchCompileBackend(graph, profile, precision, device)
-    folder = Path(artifacts_dir) if artifacts_dir else Path(tempfile.mkdtemp(prefix="semidavil-"))
-    if kind == "onnxruntime":
-        return ONNXRuntimeBackend.build(
-            graph, profile, folder / f"{artifact_stem(name, profile)}.onnx", device
-        )
-    if device.type != "cuda":
-        raise BackendUnavailable(f"{name} runs on CUDA only, not on {device}")
-    return TensorRTBackend.build(graph, profile, precision, folder / f"{artifact_stem(name, profile)}.ep")
+    return BACKEND_KINDS[kind], precision or "fp32"
 
 
 def tensorrt_importable() -> bool:

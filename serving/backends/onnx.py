@@ -108,6 +108,32 @@ class ONNXRuntimeBackend(Backend):
     name = "onnxruntime"
     precision = "fp32"
     thread_safe = True  # InferenceSession.run is thread-safe
+    artifact_suffix = ".onnx"
+
+    @classmethod
+    def create(
+        cls,
+        graph: SegmentationGraph,
+        profile: ShapeProfile | None,
+        precision: str,
+        device: torch.device,
+        artifact: Path | None,
+    ) -> ONNXRuntimeBackend:
+        assert profile is not None and artifact is not None  # create_backend passes both
+        return cls.build(graph, profile, artifact, device)
+
+    @classmethod
+    def reload(
+        cls,
+        artifact: Path | None,
+        profile: ShapeProfile,
+        precision: str,
+        device: torch.device,
+        graph: SegmentationGraph | None,
+        manifest: dict[str, Any],
+    ) -> ONNXRuntimeBackend:
+        assert artifact is not None
+        return cls(artifact, profile, device, exporter=manifest.get("exporter"))
 
     def __init__(
         self,

@@ -132,6 +132,34 @@ class TensorRTBackend(Backend):
     """A Torch-TensorRT engine module (from `build` or `load`) for one shape profile, on CUDA."""
 
     thread_safe = False
+    artifact_suffix = ".ep"
+
+    @classmethod
+    def create(
+        cls,
+        graph: SegmentationGraph,
+        profile: ShapeProfile | None,
+        precision: str,
+        device: torch.device,
+        artifact: Path | None,
+    ) -> TensorRTBackend:
+        if device.type != "cuda":
+            raise BackendUnavailable(f"tensorrt-{precision} runs on CUDA only, not on {device}")
+        assert profile is not None
+        return cls.build(graph, profile, precision, artifact)
+
+    @classmethod
+    def reload(
+        cls,
+        artifact: Path | None,
+        profile: ShapeProfile,
+        precision: str,
+        device: torch.device,
+        graph: SegmentationGraph | None,
+        manifest: dict[str, Any],
+    ) -> TensorRTBackend:
+        assert artifact is not None
+        return cls.load(artifact, profile, precision)
 
     def __init__(self, module: Any, profile: ShapeProfile, precision: str, path: Path | None = None) -> None:
         if precision not in PRECISIONS:
