@@ -37,6 +37,21 @@ def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
         yield srv
 
 
+@pytest.fixture(scope="session")
+def onnx_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`python -m serving.compile --backend onnxruntime` at 128x256, batch <= 4, on the random tiny
+    weights (no default checkpoint): the one ONNX export of the default suite (~25 s), checked by
+    test_serving_backends.py and re-used by the predictor's test of finding a gated artefact."""
+    from serving.compile import main
+
+    out = tmp_path_factory.mktemp("artifacts")
+    argv = ["--backend", "onnxruntime", "--height", "128", "--width", "256", "--max-batch", "4"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("serving.loading.DEFAULT_CHECKPOINT", Path("/nonexistent/default.safetensors"))
+        assert main([*argv, "--margin", "0", "--out", str(out)]) == 0
+    return out
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if "gpu" in item.keywords:
         import torch

@@ -29,7 +29,6 @@ from serving.backends import (
 from serving.backends.compiled import batch_buckets
 from serving.backends.eager import EagerBackend
 from serving.backends.tensorrt import compile_settings, export_for_tensorrt, supported_kwargs
-from serving.compile import main
 from serving.gate_inputs import agreement_inputs
 from serving.loading import load_serving_model
 
@@ -148,32 +147,6 @@ def test_build_refuses_and_saves_nothing_when_agreement_fails(graph, inputs, tmp
             out_dir=tmp_path, checkpoint_sha256="sha", model_name="tiny",
         )  # fmt: skip
     assert list(tmp_path.iterdir()) == [], "a refused artefact must leave nothing behind"
-
-
-@pytest.fixture(scope="module")
-def onnx_artifacts(tmp_path_factory):
-    """The CLI without --checkpoint, on the same random weights as `served` (no default checkpoint)."""
-    out = tmp_path_factory.mktemp("artifacts")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("serving.loading.DEFAULT_CHECKPOINT", Path("/nonexistent/default.safetensors"))
-        code = main(
-            [
-                "--backend",
-                "onnxruntime",
-                "--height",
-                "128",
-                "--width",
-                "256",
-                "--max-batch",
-                "4",
-                "--margin",
-                "0",
-                "--out",
-                str(out),
-            ]
-        )
-    assert code == 0
-    return out
 
 
 def test_compile_cli_writes_onnx_and_manifest(onnx_artifacts, served):
