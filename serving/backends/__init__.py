@@ -2,7 +2,9 @@
 
 The factory's names load on first use (PEP 562): the factory imports every backend, and the compiled
 one imports open_clip (with transformers, torchvision and torch._dynamo, ~5 s), which importers of
-`serving.backends.base` alone (the settings, the service's arbiter process) do not need.
+`serving.backends.base` alone (serving.settings and serving.options, through the agreement gate's
+default threshold) do not need. (The service's arbiter imports open_clip anyway: it verifies the
+checkpoint against its config before any worker starts.)
 """
 
 from __future__ import annotations

@@ -75,6 +75,12 @@ class Backend(abc.ABC):
     fixed_shapes: ClassVar[bool] = True
 
     @classmethod
+    def check_device(cls, device: torch.device) -> None:
+        """BackendUnavailable when this backend cannot run on `device` (before anything is built);
+        most run on any device torch runs on."""
+        return None
+
+    @classmethod
     def create(
         cls,
         graph: SegmentationGraph,

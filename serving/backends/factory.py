@@ -83,6 +83,7 @@ def create_backend(
     cls, precision = backend_class(name)
     if cls.fixed_shapes and profile is None:
         raise ValueError(f"{name} is built for fixed shapes: it needs a ShapeProfile")
+    cls.check_device(device)  # before the artefact folder: a refused backend leaves no temporary folder
     artifact = None
     if cls.artifact_suffix is not None and profile is not None:
         folder = Path(artifacts_dir) if artifacts_dir else Path(tempfile.mkdtemp(prefix="semidavil-"))

@@ -143,10 +143,14 @@ class TensorRTBackend(Backend):
         device: torch.device,
         artifact: Path | None,
     ) -> TensorRTBackend:
-        if device.type != "cuda":
-            raise BackendUnavailable(f"tensorrt-{precision} runs on CUDA only, not on {device}")
+        cls.check_device(device)
         assert profile is not None
         return cls.build(graph, profile, precision, artifact)
+
+    @classmethod
+    def check_device(cls, device: torch.device) -> None:
+        if device.type != "cuda":
+            raise BackendUnavailable(f"TensorRT runs on CUDA only, not on {device}")
 
     @classmethod
     def reload(
