@@ -38,6 +38,18 @@ def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
 
 
 @pytest.fixture(scope="session")
+def vitb16_model():
+    """The paper's model with random weights (seed 0), in eval mode: built once per test run (~8 s
+    on 2 cores) for the shape tests and the export test, which only read it."""
+    import torch
+
+    from model import create_model
+
+    torch.manual_seed(0)
+    return create_model("semidavil-vitb16").eval()
+
+
+@pytest.fixture(scope="session")
 def onnx_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`python -m serving.compile --backend onnxruntime` at 128x256, batch <= 4, on the random tiny
     weights (no default checkpoint): the one ONNX export of the default suite (~25 s), checked by

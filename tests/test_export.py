@@ -32,9 +32,8 @@ def test_export_tiny_dynamic_batch():
 
 
 @pytest.mark.timeout_sensitive
-def test_export_vitb16_dynamic_batch_matches_eager():
+def test_export_vitb16_dynamic_batch_matches_eager(vitb16_model):
     """The paper's graph at 256x512, a quarter of the served 512x1024: the traced graph is the same
     (only the interpolated position table's size differs), at a quarter of the forwards' cost."""
-    torch.manual_seed(0)
-    graph = create_model("semidavil-vitb16").seg.eval()
+    graph = vitb16_model.seg  # the session's random ViT-B/16 (conftest.py), shared with test_model.py
     _check_exported(graph, 256, 512, 19, 77, batches=[2, 1])

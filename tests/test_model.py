@@ -26,9 +26,8 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def vitb16():
-    torch.manual_seed(0)
-    return create_model("semidavil-vitb16").eval()
+def vitb16(vitb16_model):
+    return vitb16_model
 
 
 def test_registry_lists_both_paper_and_tiny_configs():
