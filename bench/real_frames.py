@@ -84,7 +84,7 @@ def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-VLP_RUN = ROOT / "runs" / "vlp-small"
+VLP_RUN = ROOT / "pretrained" / "vlp-small"  # clip.safetensors and report.json are committed (.gitignore)
 
 
 def ensure_towers(out: Path = VLP_RUN) -> None:
