@@ -35,6 +35,7 @@ from bench.common import (
     write_section,
 )
 from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE, _fmt, _mean
+from model.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +67,7 @@ ROW_KEYS = tuple(r.key for r in ROWS)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=Path, default=RECORDS, help="finished rows' evaluations (committed)")
     p.add_argument("--rows", nargs="+", default=list(ROW_KEYS), choices=ROW_KEYS, help="rows to run")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "real", help="run folders go here")
     p.add_argument("--results", type=Path, default=ROOT / "RESULTS.md", help="Markdown report (a section)")
@@ -75,13 +77,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# A finished row's evaluation (eval_final.json plus its wall time) is also kept here, committed: run
+# folders (runs/, weights and state) are not, and a fresh clone should not re-train a finished row to
+# rebuild the table.
+RECORDS = ROOT / "results" / "real"
+
+
+def record_path(records: Path, row: Row, seed: int) -> Path:
+    return records / f"{row.experiment(seed)}.json"
+
+
 def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
-    """Train + evaluate one (row, seed) in a subprocess unless it is finished (resumes otherwise)."""
-    if (args.runs / row.experiment(seed) / "eval_final.json").is_file():
+    """Train + evaluate one (row, seed) in a subprocess unless it is finished (resumes otherwise),
+    then record its evaluation in `args.records`."""
+    run_dir = args.runs / row.experiment(seed)
+    if record_path(args.records, row, seed).is_file():
         return
-    sets = [f"output_dir={args.runs}", f"experiment={row.experiment(seed)}", f"seed={seed}", *args.set]
-    cmd = training_command(ROOT / "training" / "configs" / f"real_{row.key}.yaml", sets)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    if not (run_dir / "eval_final.json").is_file():
+        sets = [f"output_dir={args.runs}", f"experiment={row.experiment(seed)}", f"seed={seed}", *args.set]
+        cmd = training_command(ROOT / "training" / "configs" / f"real_{row.key}.yaml", sets)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    record_run(run_dir, record_path(args.records, row, seed))
+
+
+def record_run(run_dir: Path, target: Path) -> None:
+    """eval_final.json of a finished run plus `minutes` (training + evaluation wall time) -> target."""
+    report = json.loads((run_dir / "eval_final.json").read_text())
+    wall = run_dir / "wall_seconds.json"
+    report["minutes"] = json.loads(wall.read_text())["seconds"] / 60 if wall.is_file() else None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, json.dumps(report, indent=1) + "\n")
 
 
 VLP_RUN = ROOT / "pretrained" / "vlp-small"  # clip.safetensors and report.json are committed (.gitignore)
@@ -106,19 +131,21 @@ def present_miou(report: dict[str, Any]) -> tuple[float, list[str]]:
     return float(np.mean([report["iou"][n] for n in present])), present
 
 
-def load_runs(row: Row, runs: Path) -> list[dict[str, Any]]:
-    """The finished seeds of a row: eval_final.json plus `seed`, `minutes`, `miou_present`."""
+def load_runs(row: Row, runs: Path, records: Path) -> list[dict[str, Any]]:
+    """The finished seeds of a row: their records (eval_final.json plus `minutes`) plus `seed`,
+    `miou_present` and `run_dir` (None when the run folder is gone)."""
     out = []
     for seed in row.seeds:
         run_dir = runs / row.experiment(seed)
-        path = run_dir / "eval_final.json"
+        path = record_path(records, row, seed)
+        if not path.is_file() and (run_dir / "eval_final.json").is_file():
+            record_run(run_dir, path)  # finished before records existed
         if not path.is_file():
             continue
         report = json.loads(path.read_text())
-        wall = run_dir / "wall_seconds.json"
-        report["minutes"] = json.loads(wall.read_text())["seconds"] / 60 if wall.is_file() else None
         report["miou_present"], report["present"] = present_miou(report)
-        report["seed"], report["run_dir"] = seed, run_dir
+        # the grids need the run's weights, which only the run folder has
+        report["seed"], report["run_dir"] = seed, run_dir if (run_dir / "eval_final.json").is_file() else None
         out.append(report)
     return out
 
@@ -212,10 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         ensure_towers()
         for row, seed in run_order(args.rows):
             run_row(row, seed, args)
-    results = {row.key: load_runs(row, args.runs) for row in ROWS}
+    results = {row.key: load_runs(row, args.runs, args.records) for row in ROWS}
     print(write_report(args, results))
     best = best_run(results)
-    if best is not None and not args.no_grids:
+    if best is not None and best["run_dir"] is None and not args.no_grids:
+        print(f"no picture grids: the best row's run folder ({args.runs}) is not here")
+    elif best is not None and not args.no_grids:
         from bench.real_grids import write_grids
 
         for path in write_grids(best["run_dir"], REAL):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from bench.real_frames import ROWS, load_runs, parse_args, present_miou, targets, write_report
+import pytest
+
+from bench import real_frames
+from bench.real_frames import ROWS, load_runs, parse_args, present_miou, run_row, targets, write_report
 
 CLASSES = ["road", "sidewalk", "building", "vegetation", "sky", "car", "bus"]
 
@@ -33,15 +37,15 @@ def test_present_class_miou_leaves_out_classes_absent_from_the_labels():
 
 
 def test_rows_seeds_targets_and_section(tmp_path):
-    runs = tmp_path / "runs"
+    runs, records = tmp_path / "runs", tmp_path / "records"
     full = {**dict.fromkeys(CLASSES[:6], 70.0), "sidewalk": 10.0, "bus": 0.0}
     _write(runs, "real_full", _report(full, set(CLASSES[:6])), 600)
     _write(runs, "real_full_s1", _report({**full, "car": 50.0}, set(CLASSES[:6])), 900)
     _write(runs, "real_target_only", _report(dict.fromkeys(CLASSES, 40.0), set(CLASSES[:6])), 300)
     rows = {r.key: r for r in ROWS}
-    loaded = load_runs(rows["full"], runs)
+    loaded = load_runs(rows["full"], runs, records)
     assert [r["seed"] for r in loaded] == [0, 1] and loaded[1]["minutes"] == 15.0
-    results = {key: load_runs(row, runs) for key, row in rows.items()}
+    results = {key: load_runs(row, runs, records) for key, row in rows.items()}
     verdicts = {t[0]: t for t in targets(results)}
     assert verdicts["full >= 35 mIoU"][1:] == ["58.3", "PASS"]  # mean of 60.0 and 56.7
     assert verdicts["full >= target only + 3"][2] == "PASS"
@@ -56,3 +60,24 @@ def test_rows_seeds_targets_and_section(tmp_path):
     line = next(x for x in body.splitlines() if x.startswith("| full"))
     assert "| 0,1 |" in line and "60.0 / 56.7" in line
     assert "| not run |" in next(x for x in body.splitlines() if x.startswith("| CT + DyCE"))
+
+
+def test_finished_rows_are_recorded_and_outlive_their_run_folders(tmp_path, monkeypatch):
+    """The committed records rebuild the table after runs/ is gone, and a recorded row is not re-trained."""
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    row = next(r for r in ROWS if r.key == "target_only")
+    _write(runs, "real_target_only", _report(dict.fromkeys(CLASSES, 40.0), set(CLASSES[:6])), 300)
+    first = load_runs(row, runs, records)  # a run finished before records existed gets one
+    assert (records / "real_target_only.json").is_file() and first[0]["run_dir"] == runs / "real_target_only"
+    shutil.rmtree(runs)
+    again = load_runs(row, runs, records)
+    assert again[0]["miou_present"] == 40.0 and again[0]["minutes"] == 5.0 and again[0]["run_dir"] is None
+
+    def no_training(*_a, **_k):
+        raise AssertionError("a recorded row was trained again")
+
+    monkeypatch.setattr(real_frames.subprocess, "run", no_training)
+    args = parse_args(["--runs", str(runs), "--records", str(records)])
+    run_row(row, 0, args)  # recorded: returns without training
+    with pytest.raises(AssertionError, match="trained again"):
+        run_row(row, 1, args)  # seed 1 has neither a record nor a run folder
