@@ -90,14 +90,14 @@ def record_path(records: Path, row: Row, seed: int) -> Path:
 def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
     """Train + evaluate one (row, seed) in a subprocess unless it is finished (resumes otherwise),
     then record its evaluation in `args.records`."""
-    run_dir = args.runs / row.experiment(seed)
-    if record_path(args.records, row, seed).is_file():
+    run_dir, record = args.runs / row.experiment(seed), record_path(args.records, row, seed)
+    if record.is_file():
         return
     if not (run_dir / "eval_final.json").is_file():
         sets = [f"output_dir={args.runs}", f"experiment={row.experiment(seed)}", f"seed={seed}", *args.set]
         cmd = training_command(ROOT / "training" / "configs" / f"real_{row.key}.yaml", sets)
         subprocess.run(cmd, check=True, cwd=ROOT)
-    record_run(run_dir, record_path(args.records, row, seed))
+    record_run(run_dir, record)
 
 
 def record_run(run_dir: Path, target: Path) -> None:
@@ -136,16 +136,16 @@ def load_runs(row: Row, runs: Path, records: Path) -> list[dict[str, Any]]:
     `miou_present` and `run_dir` (None when the run folder is gone)."""
     out = []
     for seed in row.seeds:
-        run_dir = runs / row.experiment(seed)
-        path = record_path(records, row, seed)
-        if not path.is_file() and (run_dir / "eval_final.json").is_file():
+        run_dir, path = runs / row.experiment(seed), record_path(records, row, seed)
+        has_run = (run_dir / "eval_final.json").is_file()
+        if has_run and not path.is_file():
             record_run(run_dir, path)  # finished before records existed
         if not path.is_file():
             continue
         report = json.loads(path.read_text())
         report["miou_present"], report["present"] = present_miou(report)
         # the grids need the run's weights, which only the run folder has
-        report["seed"], report["run_dir"] = seed, run_dir if (run_dir / "eval_final.json").is_file() else None
+        report["seed"], report["run_dir"] = seed, run_dir if has_run else None
         out.append(report)
     return out
 

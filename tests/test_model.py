@@ -25,11 +25,6 @@ def tiny():
     return create_model("semidavil-tiny").eval()
 
 
-@pytest.fixture(scope="module")
-def vitb16(vitb16_model):
-    return vitb16_model
-
-
 def test_registry_lists_both_paper_and_tiny_configs():
     names = list_models()
     assert {"semidavil-vitb16", "semidavil-tiny"} <= set(names)
@@ -59,9 +54,10 @@ def test_tiny_shapes(tiny, size, batch, num_classes, length):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_vitb16_shapes(vitb16, size):
+def test_vitb16_shapes(vitb16_model, size):
     """The backbone once per size; DLG + decoder over the (B, K, L) grid at the first size only
     (their shapes do not depend on the image size beyond the token grid checked at both)."""
+    vitb16 = vitb16_model  # the session's random ViT-B/16 (conftest.py), shared with test_export.py
     seg = vitb16.seg
     images, feats, mask, embeds = random_inputs(1, *size, 19, 30, 512)
     with torch.no_grad():
