@@ -6,9 +6,14 @@ loading (pos-embed resizing, QuickGELU) applies unchanged and parameter names st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # open_clip ships no type information: these names type as Any
+    from open_clip.transformer import ResidualAttentionBlock, Transformer, VisionTransformer
 
 
 def interpolate_pos_embed(
@@ -40,13 +45,13 @@ def block_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tenso
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
-def block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     """One pre-LN open_clip residual block: x + attn(ln1 x), then + mlp(ln2 x). [B, N, D]."""
     x = x + block.ls_1(block_attention(block.attn, block.ln_1(x)))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def value_path(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     """MaskCLIP value path of a block: q-k attention skipped, residual and FFN kept.
 
     v = x + O(V(LN1 x)); v = v + MLP(LN2 v). Per token, so x may omit the cls token. [B, N, D].
@@ -58,7 +63,7 @@ def value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return v + block.ls_2(block.mlp(block.ln_2(v)))
 
 
-def clear_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def clear_path(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     """ClearCLIP's last-block path: the value projection alone, O(V(LN1 x)), with neither the
     residual nor the FFN (Lan et al., ECCV 2024: both carry the global, not the local, signal).
     Per token. [B, N, D]."""
@@ -82,7 +87,19 @@ class DenseClipVisual(nn.Module):
     the segmentation model trains on) or "clearclip" (`clear_path`, for zero-shot use).
     """
 
-    def __init__(self, visual: nn.Module, skip_layers: tuple[int, ...], dense_path: str = "maskclip") -> None:
+    # open_clip's modules, named here so that they type as themselves, not as nn.Module.__getattr__'s
+    # `Tensor | Module`
+    conv1: nn.Conv2d
+    class_embedding: nn.Parameter
+    positional_embedding: nn.Parameter
+    ln_pre: nn.Module
+    transformer: Transformer
+    ln_post: nn.Module
+    proj: nn.Parameter
+
+    def __init__(
+        self, visual: VisionTransformer, skip_layers: tuple[int, ...], dense_path: str = "maskclip"
+    ) -> None:
         super().__init__()
         if dense_path not in DENSE_PATHS:
             raise ValueError(f"dense_path must be one of {sorted(DENSE_PATHS)}, got {dense_path!r}")
@@ -95,7 +112,7 @@ class DenseClipVisual(nn.Module):
         self.ln_post = visual.ln_post
         self.proj = visual.proj
         self.patch_size = int(visual.patch_size[0])
-        self.grid_size = tuple(int(g) for g in visual.grid_size)
+        self.grid_size = (int(visual.grid_size[0]), int(visual.grid_size[1]))
         self.width = int(visual.conv1.out_channels)
         self.embed_dim = int(visual.proj.shape[1])
         self.skip_layers = tuple(skip_layers)

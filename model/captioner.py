@@ -116,8 +116,10 @@ class CaptionCache:
 # Model source resolution and loading
 
 
-def _transformers_classes(kind: str) -> tuple[type, type]:
-    """(processor class, model class) for a captioner kind; imports transformers lazily."""
+def _transformers_classes(kind: str) -> tuple[Any, Any]:
+    """(processor class, model class) for a captioner kind; imports transformers lazily.
+
+    Typed Any: `type` would hide their `from_pretrained`, and naming them needs the import."""
     if kind == "blip2":
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 

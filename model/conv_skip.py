@@ -25,6 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ResNetSkip(nn.Module):
     """forward(images [B, 3, H, W] CLIP-normalised) -> [B, C, H/4, W/4] (C = 256 for resnet101)."""
 
+    scale: torch.Tensor  # buffers: typed here, not as nn.Module.__getattr__'s `Tensor | Module`
+    shift: torch.Tensor
+
     def __init__(self, arch: str = "resnet101") -> None:
         super().__init__()
         import torchvision
@@ -33,7 +36,7 @@ class ResNetSkip(nn.Module):
         self.arch = arch
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1 = net.layer1
-        self.out_channels = 64 * type(net.layer1[-1]).expansion
+        self.out_channels: int = 64 * type(net.layer1[-1]).expansion
         scale = torch.tensor(CLIP_STD) / torch.tensor(IMAGENET_STD)
         shift = (torch.tensor(CLIP_MEAN) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
@@ -72,8 +75,9 @@ class ConvStemSkip(nn.Module):
             return nn.Sequential(conv, nn.GroupNorm(max(1, cout // 8), cout), nn.ReLU(inplace=True))
 
         self.layers = nn.Sequential(block(3, half, 2), block(half, channels, 2), block(channels, channels, 1))
-        self.out_channels = channels
-        self.to(memory_format=torch.channels_last)  # the decoder runs NHWC
+        self.out_channels: int = channels
+        # the decoder runs NHWC (torch's stubs omit Module.to's memory_format)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(images)
@@ -106,6 +110,6 @@ def _resnet_state(arch: str, spec: str) -> dict[str, torch.Tensor]:
     return torch.load(spec, map_location="cpu", weights_only=True)
 
 
-def build_conv_skip(name: str) -> nn.Module:
+def build_conv_skip(name: str) -> ConvStemSkip | ResNetSkip:
     """The conv skip encoder named by `ModelConfig.conv_skip` ("resnet101", "resnet18", "stem")."""
     return ConvStemSkip() if name == "stem" else ResNetSkip(name)

@@ -7,6 +7,8 @@ text), and an up-sampling path with skip features; a 1-channel head gives that c
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +27,11 @@ def _conv_gn_relu(cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> nn
     return nn.Sequential(conv, _gn(cout), nn.ReLU(inplace=True))
 
 
+def _conv_of(block: nn.Module) -> nn.Conv2d:
+    """The conv of a `_conv_gn_relu` block (indexing an nn.Sequential types as nn.Module)."""
+    return cast(nn.Conv2d, cast(nn.Sequential, block)[0])
+
+
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling with a residual: [N, C, h, w] -> [N, C, h, w]."""
 
@@ -39,11 +46,12 @@ class ASPP(nn.Module):
         # project(cat(branches, broadcast pooled)) with the 1x1 projection split by input channels
         # (conv is linear, no bias): the pooled branch's share is a [N, C, 1, 1] vector added by
         # broadcasting, so no [N, C, h, w] copy of it is made and the concat stays channels-last.
-        conv, norm, relu = self.project
+        _, norm, relu = self.project
+        weight = _conv_of(self.project).weight
         pooled = self.image_pool(x.mean(dim=(2, 3), keepdim=True))  # [N, C, 1, 1]
         feats = torch.cat([branch(x) for branch in self.branches], dim=1)
         split = feats.shape[1]
-        y = F.conv2d(feats, conv.weight[:, :split]) + F.conv2d(pooled, conv.weight[:, split:])
+        y = F.conv2d(feats, weight[:, :split]) + F.conv2d(pooled, weight[:, split:])
         return x + relu(norm(y))
 
 
@@ -111,11 +119,12 @@ class Up(nn.Module):
         x = self.up(x)
         _, cx, h, w = x.shape
         skip = F.interpolate(skip, size=(h, w), mode="bilinear", align_corners=True)
-        weight = self.conv[0][0].weight
+        first = cast(nn.Sequential, self.conv[0])
+        weight = _conv_of(first).weight
         y = F.conv2d(x, weight[:, :cx], padding=1)
         y_skip = F.conv2d(skip, weight[:, cx:], padding=1)
         y = _add_per_image(y, y_skip)
-        y = self.conv[0][2](self.conv[0][1](y))
+        y = first[2](first[1](y))
         return self.conv[1](y)
 
 
@@ -177,7 +186,7 @@ class VLGDecoder(nn.Module):
         # Channels-last conv weights make every conv here run on NHWC activations without layout
         # reorders (oneDNN on CPU, tensor cores on GPU): 0.95 s -> 0.66 s for vitb16 at 512x1024 on
         # the 2-core dev CPU (bench/model_profile.py). Loading a state dict keeps this layout.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs omit memory_format
 
     def forward(
         self, feats: torch.Tensor, class_embeds: torch.Tensor, skips: list[torch.Tensor]
@@ -212,8 +221,8 @@ class VLGDecoder(nn.Module):
         if self.class_chunk_bytes <= 0:
             return k
         widest = max(
-            max(self.up1.up.out_channels, self.up1.conv[0][0].out_channels) * 4 * h * w,
-            max(self.up2.up.out_channels, self.up2.conv[0][0].out_channels) * 16 * h * w,
+            max(self.up1.up.out_channels, _conv_of(self.up1.conv[0]).out_channels) * 4 * h * w,
+            max(self.up2.up.out_channels, _conv_of(self.up2.conv[0]).out_channels) * 16 * h * w,
         )
         return max(1, min(k, self.class_chunk_bytes // (widest * itemsize * images)))
 

@@ -11,13 +11,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from model.backbone import DenseClipVisual, set_finetune
 from model.config import ModelConfig, get_model_config
+from model.conv_skip import ResNetSkip
 from model.segmentor import SegmentationGraph, SemiDAViL
 from model.text import ClipTextEncoder
+
+if TYPE_CHECKING:  # open_clip ships no type information: these names type as Any
+    from open_clip.model import CLIP
+    from open_clip.transformer import VisionTransformer
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -52,7 +58,7 @@ def build_clip(cfg: ModelConfig) -> nn.Module:
     return clip
 
 
-def to_imagenet_layout(visual: nn.Module) -> None:
+def to_imagenet_layout(visual: VisionTransformer) -> None:
     """timm's ViT numerics in an open_clip visual tower: LayerNorm eps 1e-6 and exact GELU (the
     pre-LayerNorm is already left out by `no_ln_pre`)."""
     for module in visual.modules():
@@ -87,7 +93,7 @@ def resolve_pretrained(cfg: ModelConfig, pretrained: str) -> str:
         ) from err
 
 
-def load_clip_weights(clip: nn.Module, cfg: ModelConfig, pretrained: str) -> None:
+def load_clip_weights(clip: CLIP, cfg: ModelConfig, pretrained: str) -> None:
     """Load CLIP weights (tag or path) into `clip`; with `vlp=False` only the text tower is kept."""
     import open_clip
 
@@ -111,7 +117,7 @@ def load_clip_weights(clip: nn.Module, cfg: ModelConfig, pretrained: str) -> Non
         raise RuntimeError(f"{path}: text weights do not fit ({result})")
 
 
-def load_visual_weights(clip: nn.Module, path: str | Path) -> None:
+def load_visual_weights(clip: CLIP, path: str | Path) -> None:
     """Load only the visual tower (`visual.*` keys, strict) from an open_clip weights file.
 
     For "w/o VLP" rows whose visual tower comes from a vision-only pre-training (e.g.
@@ -171,7 +177,7 @@ def create_model(
     model = SemiDAViL(cfg, SegmentationGraph(visual, cfg), ClipTextEncoder(clip))
     if conv_skip_weights is not None:
         skip = model.seg.conv_skip
-        if not hasattr(skip, "load_imagenet"):
+        if not isinstance(skip, ResNetSkip):
             raise ValueError(
                 f"conv_skip_weights needs a ResNet conv skip; {cfg.name} has conv_skip {cfg.conv_skip!r}"
             )

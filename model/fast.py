@@ -14,6 +14,7 @@ The training graph and checkpoints are untouched: this is a copy with its own pa
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from open_clip.transformer import QuickGELU
@@ -32,10 +33,11 @@ def fold_quick_gelu(mlp: nn.Module) -> bool:
     """
     if not isinstance(getattr(mlp, "gelu", None), QuickGELU):
         return False
+    c_fc, c_proj = cast(nn.Linear, mlp.c_fc), cast(nn.Linear, mlp.c_proj)
     with torch.no_grad():
-        mlp.c_fc.weight.mul_(QUICK_GELU_ALPHA)
-        mlp.c_fc.bias.mul_(QUICK_GELU_ALPHA)
-        mlp.c_proj.weight.div_(QUICK_GELU_ALPHA)
+        c_fc.weight.mul_(QUICK_GELU_ALPHA)
+        c_fc.bias.mul_(QUICK_GELU_ALPHA)
+        c_proj.weight.div_(QUICK_GELU_ALPHA)
     mlp.gelu = nn.SiLU(inplace=True)  # in place: c_fc output is a temporary; saves a [B, N, 4D] alloc
     return True
 
@@ -68,6 +70,6 @@ def inference_copy(graph: SegmentationGraph, dtype: torch.dtype = torch.bfloat16
     for param in fast.parameters():
         param.requires_grad_(False)
     for block in fast.visual.blocks:
-        fold_quick_gelu(block.mlp)
+        fold_quick_gelu(cast(nn.Module, block.mlp))
     cast_matmul_weights(fast, dtype)
     return fast

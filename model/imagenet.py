@@ -21,10 +21,15 @@ so that the tower's token features equal timm's `forward_features` on the same i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
 
 from model.preprocess import CLIP_MEAN, CLIP_STD
+
+if TYPE_CHECKING:  # open_clip ships no type information: CLIP types as Any
+    from open_clip.model import CLIP
 
 BLOCK_KEYS = {
     "norm1.weight": "ln_1.weight", "norm1.bias": "ln_1.bias",
@@ -77,8 +82,10 @@ def fold_input_normalisation(
     return weight * scale, bias + (weight * shift).sum(dim=(1, 2, 3))
 
 
-def timm_to_open_clip(net: nn.Module, layers: int) -> dict[str, torch.Tensor]:
-    """timm ViT state -> open_clip visual state (prefix `visual.`), everything but `proj`."""
+def timm_to_open_clip(net: Any, layers: int) -> dict[str, torch.Tensor]:
+    """timm ViT state -> open_clip visual state (prefix `visual.`), everything but `proj`.
+
+    `net` is a timm `VisionTransformer` (Any: its `pretrained_cfg` is set at run time)."""
     sd = net.state_dict()
     cfg = net.pretrained_cfg
     weight, bias = fold_input_normalisation(
@@ -99,13 +106,13 @@ def timm_to_open_clip(net: nn.Module, layers: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_timm_visual(clip: nn.Module, spec: str) -> None:
+def load_timm_visual(clip: CLIP, spec: str) -> None:
     """Load an ImageNet timm ViT into `clip.visual` (strict but for `proj`); see the module doc."""
     from open_clip.model import resize_pos_embed
 
     if not isinstance(clip.visual.ln_pre, nn.Identity):
         raise ValueError("timm ViT weights need a config with clip.vision.imagenet_layout: true")
-    net = create_timm_vit(spec)
+    net: Any = create_timm_vit(spec)  # a timm VisionTransformer
     if (
         len(net.blocks) != len(clip.visual.transformer.resblocks)
         or net.embed_dim != clip.visual.conv1.out_channels

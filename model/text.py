@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +16,25 @@ from torch import nn
 
 from model.lru import LRUCache
 
+if TYPE_CHECKING:  # open_clip ships no type information: these names type as Any
+    from open_clip.model import CLIP
+    from open_clip.transformer import Transformer
+
+Tokenizer = Callable[[list[str]], torch.Tensor]  # texts -> token ids [N, T] int64
+
 
 class ClipTextEncoder(nn.Module):
     """Frozen CLIP text transformer taken from an open_clip `CLIP` (weights shared, not copied)."""
 
-    def __init__(self, clip: nn.Module) -> None:
+    # open_clip's modules, named so that they type as themselves, not as `Tensor | Module`
+    token_embedding: nn.Embedding
+    positional_embedding: nn.Parameter
+    transformer: Transformer
+    ln_final: nn.Module
+    text_projection: nn.Parameter
+    attn_mask: torch.Tensor
+
+    def __init__(self, clip: CLIP) -> None:
         super().__init__()
         self.token_embedding = clip.token_embedding
         self.positional_embedding = clip.positional_embedding
@@ -57,7 +72,7 @@ class TextEmbedder:
     """
 
     def __init__(
-        self, encoder: ClipTextEncoder, tokenizer: object | None = None, cache_size: int = 4096
+        self, encoder: ClipTextEncoder, tokenizer: Tokenizer | None = None, cache_size: int = 4096
     ) -> None:
         if tokenizer is None:
             import open_clip

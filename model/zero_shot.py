@@ -100,5 +100,6 @@ def infer_config(path: str | Path) -> ModelConfig:
 def zero_shot_model(path: str | Path) -> SemiDAViL:
     """A SemiDAViL whose `seg` is the zero-shot graph over the towers of a CLIP weights file (eval)."""
     model = create_model(infer_config(path), pretrained=path)
-    model.seg = ZeroShotGraph(model.seg.visual)
+    # the same call signature as SegmentationGraph's (all a served model's callers use)
+    model.seg = ZeroShotGraph(model.seg.visual)  # type: ignore[assignment]
     return model.eval()

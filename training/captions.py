@@ -15,7 +15,9 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,13 +56,24 @@ def write_json_atomic(data: dict[str, str], path: Path) -> None:
     atomic_write_text(path, json.dumps(data, indent=0, sort_keys=True, ensure_ascii=False))
 
 
+class _Caption(Protocol):
+    @property
+    def text(self) -> str: ...
+
+
+class CaptionerLike(Protocol):
+    """What `caption_dataset` needs of a captioner (model.captioner.Captioner, or a test double)."""
+
+    def caption(self, images: list[Image.Image]) -> Iterable[_Caption]: ...
+
+
 def read_json(path: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def caption_dataset(
     samples: list[SampleFiles],
-    captioner: object,
+    captioner: CaptionerLike,
     out: Path,
     batch_size: int = 8,
     save_every: int = 64,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-def make_teacher(student: nn.Module) -> nn.Module:
+
+def make_teacher(student: M) -> M:
     """A frozen copy of the student in eval mode (teacher = student at step 0)."""
     teacher = copy.deepcopy(student).eval()
     teacher.requires_grad_(False)
@@ -24,7 +27,7 @@ def ema_decay(step: int, alpha: float) -> float:
 @torch.no_grad()
 def update_teacher(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     """theta_T <- decay * theta_T + (1 - decay) * theta_S for every parameter; buffers copied."""
-    t_params = [p for p in teacher.parameters()]
+    t_params: list[torch.Tensor] = [p for p in teacher.parameters()]
     s_params = [p.detach() for p in student.parameters()]
     torch._foreach_lerp_(t_params, s_params, 1.0 - decay)
     for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):

@@ -8,8 +8,8 @@ loader workers, and what keeps DDP ranks on disjoint slices of one global batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -84,11 +84,12 @@ class TrainStream(Dataset):
         seed: int,
         scale: tuple[float, float] | None = None,
     ) -> None:
-        self.dataset, self.stream, self.crop, self.aug, self.seed = dataset, stream, tuple(crop), aug, seed
+        self.dataset, self.stream, self.aug, self.seed = dataset, stream, aug, seed
+        self.crop = cast("tuple[int, int]", tuple(crop))
         self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))  # torch's Dataset declares no __len__
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
         index, step, slot = key

@@ -193,7 +193,7 @@ class Trainer:
 
     def _loaders(self, start_micro: int, total_micro: int) -> dict[str, Iterator[dict[str, Any]]]:
         workers = self.cfg["data"]["workers"]
-        loaders = {}
+        loaders: dict[str, Iterator[dict[str, Any]]] = {}
         for name, stream in self.streams.items():
             sampler = StepBatchSampler(
                 len(stream),
@@ -252,8 +252,8 @@ class Trainer:
         for i in range(n):
             use = unl["cutmix_u"][i] < m["cutmix_p"]
             rng = np.random.default_rng(unl["cutmix_seed"][i])
-            box = cutmix_box(h, w, rng, tuple(m["cutmix_area"])) if use else np.zeros((h, w), dtype=bool)
-            boxes.append(torch.from_numpy(box))
+            box_np = cutmix_box(h, w, rng, tuple(m["cutmix_area"])) if use else np.zeros((h, w), dtype=bool)
+            boxes.append(torch.from_numpy(box_np))
         box = torch.stack(boxes).to(self.device)
         strong = unl["strong"].to(self.device)
         valid = unl["valid"].to(self.device)

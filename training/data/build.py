@@ -77,7 +77,7 @@ def stream_scale(block: dict[str, Any]) -> tuple[float, float] | None:
 
 def build_source(config: dict[str, Any]) -> Any:
     block = config["data"]["source"]
-    common = {
+    common: dict[str, Any] = {
         "resize": _size(block.get("resize")),
         "captions_file": _captions(block, "captions", config),
         "cache": bool(block.get("cache", False)),

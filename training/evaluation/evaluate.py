@@ -14,19 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from model.class_sets import CLASS_SETS, MIOU13_EXCLUDED
 from model.inference import slide_inference, whole_inference
 from model.preprocess import numpy_to_model_input
-from model.segmentor import SemiDAViL
 from model.text import TextEmbedder
 from training.evaluation.metrics import ConfusionMatrix
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: SemiDAViL,
+    model: nn.Module,
     embedder: TextEmbedder,
     class_embeds: torch.Tensor,
     image: np.ndarray,
@@ -56,7 +56,7 @@ def predict_logits(
 
 
 def evaluate(
-    model: SemiDAViL,
+    model: nn.Module,
     embedder: TextEmbedder,
     class_embeds: torch.Tensor,
     dataset: Any,

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from model.backbone import DenseClipVisual
 from model.text import ClipTextEncoder, TextEmbedder
 from model.zero_shot import DEFAULT_DENSE_PATH, ZeroShotGraph
 from training.evaluation.evaluate import evaluate
+
+if TYPE_CHECKING:  # open_clip ships no type information: this name types as Any
+    from open_clip.model import CLIP
 
 
 def text_embedder(clip: nn.Module) -> TextEmbedder:
@@ -50,9 +53,7 @@ def prompt_cosine(class_embeds: torch.Tensor) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def retrieval(
-    clip: nn.Module, images: torch.Tensor, tokens: torch.Tensor, batch: int = 256
-) -> dict[str, float]:
+def retrieval(clip: CLIP, images: torch.Tensor, tokens: torch.Tensor, batch: int = 256) -> dict[str, float]:
     """Caption -> image retrieval over N held-out pairs (pair i's caption should find image i).
 
     images: [N, 3, S, S] CLIP-normalised; tokens: [N, T] ids. -> {"r1", "r5", "chance", "n"}.
@@ -77,7 +78,7 @@ def zero_shot_miou(
     clip: nn.Module,
     class_embeds: torch.Tensor,
     dataset: Any,
-    size: tuple[int, int],
+    size: Sequence[int],
     max_images: int,
     dense_path: str = DEFAULT_DENSE_PATH,
 ) -> dict[str, object]:

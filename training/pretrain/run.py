@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from model.preprocess import numpy_to_model_input
 from training.pretrain.corpus import NUM_CLASSES, Corpus, CorpusSettings, build_corpus
 from training.pretrain.gates import class_embeddings, prompt_cosine, retrieval, zero_shot_miou
 from training.state import StateError, apply_state, atomic_save, read_state, save_modules
+
+if TYPE_CHECKING:  # open_clip ships no type information: this name types as Any
+    from open_clip.model import CLIP
 
 OBJECTIVES = ("clip", "vision")
 WEIGHTS_KEY = "semidavil_pretrain"
@@ -75,7 +78,7 @@ def corpus_settings(scenes: int) -> CorpusSettings:
     return CorpusSettings(scenes=scenes, chunk=min(250, scenes), holdout=min(500, max(1, scenes // 10)))
 
 
-def build_towers(cfg: PretrainConfig) -> nn.Module:
+def build_towers(cfg: PretrainConfig) -> CLIP:
     """The config's open_clip CLIP with random weights, built at the crop size (seeded)."""
     torch.manual_seed(cfg.seed)
     return build_clip(dataclasses.replace(get_model_config(cfg.model), image_size=cfg.crop))
@@ -83,7 +86,8 @@ def build_towers(cfg: PretrainConfig) -> nn.Module:
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """open_clip's rule: no weight decay on gains, biases, norms and the logit scale."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         exempt = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
         (no_decay if exempt else decay).append(p)
@@ -143,13 +147,14 @@ class Objective(nn.Module):
         self.clip_loss = None if self.head is not None else ClipLoss()
 
     def forward(
-        self, clip: nn.Module, images: torch.Tensor, tokens: torch.Tensor, present: torch.Tensor
+        self, clip: CLIP, images: torch.Tensor, tokens: torch.Tensor, present: torch.Tensor
     ) -> torch.Tensor:
         if self.head is not None:
             logits = self.head(clip.encode_image(images))
             return nn.functional.binary_cross_entropy_with_logits(logits, present.float())
         img = clip.encode_image(images, normalize=True)
         txt = clip.encode_text(tokens, normalize=True)
+        assert self.clip_loss is not None  # set whenever there is no head
         return self.clip_loss(img, txt, clip.logit_scale.exp())
 
 
@@ -181,7 +186,7 @@ def evaluate_gates(
 
 
 @torch.inference_mode()
-def multilabel_ap(clip: nn.Module, head: nn.Module, corpus: Corpus, held: np.ndarray, size: int) -> float:
+def multilabel_ap(clip: CLIP, head: nn.Module, corpus: Corpus, held: np.ndarray, size: int) -> float:
     """Mean over classes of the average precision of "class present" on held-out crops (vision)."""
     scores = head(clip.encode_image(load_images(corpus, held, size, None))).numpy()
     truth = corpus.present[held]
@@ -269,7 +274,8 @@ def train(
     The next step's crops are read in a thread while this step computes (OpenCV and the
     memory-mapped reads release the GIL).
     """
-    clip, objective = modules["clip"], modules["objective"]
+    clip: CLIP = modules["clip"]
+    objective = modules["objective"]
     state = out / "state.safetensors"
     step, seconds = _resume(state, cfg, modules, opt)
     elapsed = seconds

@@ -11,6 +11,7 @@ persons/riders one clothing palette, so that shape and context are what separate
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -129,9 +130,12 @@ def _web_look() -> Look:
         signs=union(SOURCE.signs, TARGET.signs),
         sky={w: (_blend(SOURCE.sky[w][0], TARGET.sky[w][0]), TARGET.sky[w][1]) for w in TARGET.sky},
         tint={
-            w: tuple((x + y) / 2 for x, y in zip(SOURCE.tint[w], TARGET.tint[w], strict=True))
+            w: cast(
+                "tuple[float, float, float]",
+                tuple((x + y) / 2 for x, y in zip(SOURCE.tint[w], TARGET.tint[w], strict=True)),
+            )
             for w in TARGET.tint
-        },  # type: ignore[misc]
+        },
         jitter=22.0,
     )
 

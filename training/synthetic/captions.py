@@ -119,7 +119,7 @@ def _dynamic_mentions(
     people = vis.get(C["person"], [])
     if people:
         one = ("a person walking", "a pedestrian", "a person")[int(rng.integers(0, 3))]
-        many = ("people walking", "pedestrians", "people on the sidewalk")
+        many: tuple[str, ...] = ("people walking", "pedestrians", "people on the sidewalk")
         out.append(
             Mention(_count_phrase(len(people), one, "two people", many, rng), score(people, 5.0), True)
         )

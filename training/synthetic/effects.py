@@ -7,10 +7,11 @@ choice comes from the caller's generator. The source domain uses none of this.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from training.synthetic.camera import Camera
 from training.synthetic.raster import Raster
@@ -115,7 +116,7 @@ def _shadows(img: np.ndarray, ids: np.ndarray, scene: Scene, rng: np.random.Gene
     """Cast building shadows on the ground and darken facades on the sun-far side; returns the side."""
     cam, st = scene.camera, scene.street
     side = 1 if rng.random() < 0.5 else -1
-    mask = np.zeros(ids.shape, np.uint8)
+    mask: np.ndarray = np.zeros(ids.shape, np.uint8)
     depth_reach = rng.uniform(2.0, (st.road_right - st.road_left) * 0.7)
     outer = st.edge(side) + side * (st.walk(side) + st.verge(side) + 2.0)
     inner = st.edge(side) - side * depth_reach
@@ -185,7 +186,8 @@ def camera_pipeline(
     img = np.asarray(image, np.float32)
     _textures(img, ids, rng)
     img = _lighting(img, ids, scene, tint, rng)
-    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 1.2))
+    # cv2's stubs drop the dtype: the blur of a float32 image is float32
+    img = cast("npt.NDArray[np.float32]", cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 1.2)))
     h, w = ids.shape
     # Sensor noise: uniform bytes scaled to the wanted standard deviation (10x cheaper than normal).
     sigma = rng.uniform(2.5, 5.0)
@@ -196,5 +198,7 @@ def camera_pipeline(
         quality = int(rng.integers(55, 90))
         ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         if ok:
-            out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+            decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            assert decoded is not None  # a JPEG imencode has just written
+            out = np.ascontiguousarray(decoded[..., ::-1])
     return out

@@ -151,7 +151,8 @@ def _ground(scene: Scene, rng: np.random.Generator) -> None:
     for side in (-1, 1):
         edge, walk = st.edge(side), st.walk(side)
         if walk > 0:
-            structures.add_strip(cv, cam, C["sidewalk"], *sorted((edge, edge + side * walk)))
+            xa, xb = sorted((edge, edge + side * walk))
+            structures.add_strip(cv, cam, C["sidewalk"], xa, xb)
         if st.kind == "city" and rng.random() < 0.25:  # a grass strip between curb and sidewalk
             z0 = rng.uniform(cam.z_near, 30.0)
             xa, xb = sorted((edge + side * 0.3, edge + side * 1.5))
