@@ -242,13 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     results = {row.key: load_runs(row, args.runs, args.records) for row in ROWS}
     print(write_report(args, results))
     best = best_run(results)
-    if best is not None and best["run_dir"] is None and not args.no_grids:
+    if best is None or args.no_grids:
+        return 0
+    if best["run_dir"] is None:
         print(f"no picture grids: the best row's run folder ({args.runs}) is not here")
-    elif best is not None and not args.no_grids:
-        from bench.real_grids import write_grids
+        return 0
+    from bench.real_grids import write_grids
 
-        for path in write_grids(best["run_dir"], REAL):
-            print(f"wrote {path}")
+    for path in write_grids(best["run_dir"], REAL):
+        print(f"wrote {path}")
     return 0
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
@@ -73,6 +73,13 @@ def image_hash(img: Image.Image) -> str:
     digest.update(f"{rgb.mode}|{rgb.width}x{rgb.height}|".encode())
     digest.update(rgb.tobytes())
     return digest.hexdigest()
+
+
+class CaptionerLike(Protocol):
+    """What the predictor and the caption pre-computation need of a captioner (`Captioner`, or a
+    stub in tests)."""
+
+    def caption(self, images: Sequence[Image.Image]) -> list[CaptionResult]: ...
 
 
 class CaptionCache:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from model.captioner import SOURCE_NONE as SOURCE_NONE  # re-exported: one definition of the sources
-from model.captioner import CaptionResult
+from model.captioner import CaptionerLike as CaptionerLike  # re-exported for serving's modules
 from model.class_sets import ClassSet
 from serving.decode import DecodedImage
 from serving.postprocess import class_stats
@@ -20,12 +20,6 @@ SOURCE_CALLER = "caller"
 SOURCE_FAILED = "captioner_failed"
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray | Image.Image | DecodedImage
-
-
-class CaptionerLike(Protocol):
-    """What the predictor needs from a captioner (model.captioner.Captioner or a stub)."""
-
-    def caption(self, images: Sequence[Image.Image]) -> list[CaptionResult]: ...
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,7 @@ def test_tiny_shapes(tiny, size, batch, num_classes, length):
 def test_vitb16_shapes(vitb16_model, size):
     """The backbone once per size; DLG + decoder over the (B, K, L) grid at the first size only
     (their shapes do not depend on the image size beyond the token grid checked at both)."""
-    vitb16 = vitb16_model  # the session's random ViT-B/16 (conftest.py), shared with test_export.py
-    seg = vitb16.seg
+    seg = vitb16_model.seg  # the session's random ViT-B/16 (conftest.py), shared with test_export.py
     images, feats, mask, embeds = random_inputs(1, *size, 19, 30, 512)
     with torch.no_grad():
         dense, skips = seg.features(images)
@@ -69,7 +68,7 @@ def test_vitb16_shapes(vitb16_model, size):
         assert logits.shape == (1, 19, size[0] // 4, size[1] // 4) and torch.isfinite(logits).all()
         if size != SIZES[0]:
             return
-        assert vitb16(images, feats, mask, embeds).shape == (1, 19, *size)  # the full graph upsamples
+        assert vitb16_model(images, feats, mask, embeds).shape == (1, 19, *size)  # the full graph upsamples
         dense, skips = dense.expand(2, -1, -1, -1), [s.expand(2, -1, -1, -1) for s in skips]
         for batch, k, length in itertools.product([1, 2], [19, 16, 5], [1, 30]):
             _, f, m, e = random_inputs(batch, *size, k, length, 512, seed=k + length)

@@ -15,9 +15,7 @@ import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,6 +25,7 @@ from tqdm import tqdm
 
 import model  # noqa: F401  (offline env defaults before transformers)
 from model.atomic import atomic_write_text
+from model.captioner import CaptionerLike
 from training.data.base import SampleFiles
 from training.data.cityscapes import discover_cityscapes
 
@@ -54,17 +53,6 @@ def shard_path(out: Path, shard: int, num_shards: int) -> Path:
 
 def write_json_atomic(data: dict[str, str], path: Path) -> None:
     atomic_write_text(path, json.dumps(data, indent=0, sort_keys=True, ensure_ascii=False))
-
-
-class _Caption(Protocol):
-    @property
-    def text(self) -> str: ...
-
-
-class CaptionerLike(Protocol):
-    """What `caption_dataset` needs of a captioner (model.captioner.Captioner, or a test double)."""
-
-    def caption(self, images: list[Image.Image]) -> Iterable[_Caption]: ...
 
 
 def read_json(path: Path) -> dict[str, str]:
