@@ -60,7 +60,7 @@ results:          ## the synthetic benchmark -> RESULTS.md (resumable)
 	$(BIN)/python -m bench.synthetic_benchmark
 
 serve: $(STAMP)   ## the BentoML service on 127.0.0.1:3000 (API + demo at /ui)
-	$(BIN)/bentoml serve deploy.service:SemiDAViLService --host 127.0.0.1 --port 3000
+	$(BIN)/bentoml serve deploy.service:SemiDAViLService --host 127.0.0.1 --port 3000 --timeout-graceful-shutdown 3
 
 demo: $(STAMP)    ## the Gradio demo on its own, on 127.0.0.1
 	$(BIN)/python -m ui.app

@@ -134,6 +134,18 @@ def load_tensors(path: str | Path, header: dict[str, Any]) -> dict[str, torch.Te
     return tensors
 
 
+def _header_config(
+    path: str | Path, expected: str | ModelConfig | None
+) -> tuple[dict[str, Any], ModelConfig]:
+    header = read_header(path)
+    try:
+        cfg = ModelConfig.from_dict(header["model_config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: checkpoint model config is invalid: {err}") from err
+    _check_expected(path, cfg, expected)
+    return header, cfg
+
+
 def load_model(
     path: str | Path, expected_config: str | ModelConfig | None = None, map_location: str = "cpu"
 ) -> tuple[SemiDAViL, dict[str, Any]]:
@@ -143,16 +155,26 @@ def load_model(
     """
     from model.factory import create_model
 
-    header = read_header(path)
-    try:
-        cfg = ModelConfig.from_dict(header["model_config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: checkpoint model config is invalid: {err}") from err
-    _check_expected(path, cfg, expected_config)
+    header, cfg = _header_config(path, expected_config)
     model = create_model(cfg)
     tensors = load_tensors(path, header)
-    _load_state(path, model, tensors)
+    _check_fit(path, {k: tuple(v.shape) for k, v in model.state_dict().items()}, tensors)
+    model.load_state_dict(tensors, strict=True)
     return model.to(map_location).eval(), header
+
+
+def verify_checkpoint_file(
+    path: str | Path, expected_config: str | ModelConfig | None = None
+) -> dict[str, Any]:
+    """Every check `load_model` makes (header, config, tensor digest, names and shapes), without
+    building the model: the shapes come from the cached weight signature (model/signature.py), so
+    a process that only vets the file does not import open_clip. -> the header."""
+    from model.signature import weight_signature
+
+    header, cfg = _header_config(path, expected_config)
+    tensors = load_tensors(path, header)
+    _check_fit(path, weight_signature(cfg), tensors)
+    return header
 
 
 def _check_expected(path: str | Path, cfg: ModelConfig, expected: str | ModelConfig | None) -> None:
@@ -166,14 +188,13 @@ def _check_expected(path: str | Path, cfg: ModelConfig, expected: str | ModelCon
         raise CheckpointError(f"{path}: checkpoint config differs from the expected one in {diff}")
 
 
-def _load_state(path: str | Path, model: SemiDAViL, tensors: dict[str, torch.Tensor]) -> None:
-    own = model.state_dict()
+def _check_fit(path: str | Path, own: dict[str, tuple[int, ...]], tensors: dict[str, torch.Tensor]) -> None:
+    """CheckpointError unless `tensors` has exactly the names and shapes of `own`."""
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k] != tuple(tensors[k].shape))
     if missing or unexpected or wrong:
         parts = [f"{label}: {names[:5]}{' ...' if len(names) > 5 else ''}"
                  for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
                  if names]  # fmt: skip
         raise CheckpointError(f"{path}: weights do not match the model config ({'; '.join(parts)})")
-    model.load_state_dict(tensors, strict=True)

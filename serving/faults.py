@@ -10,6 +10,9 @@ items:
 - `forward_error=<caption>`: the batched forward of any batch holding a request whose caption is
   exactly `<caption>` raises, as a failing model backend would (that request gets a 500 with an
   error id; the next ones are served). Readiness checks use an empty caption, so they never trip it.
+- `slow_forward=<caption>`: the batched forward of any batch holding a request whose caption is
+  exactly `<caption>` first sleeps SLOW_FORWARD_S, as an overloaded backend would (a request
+  deadline, SEMIDAVIL_TIMEOUT_S, shorter than that answers 504; the batch still completes).
 
 An unknown item refuses to start the service (ValueError), so a typo cannot silently test nothing.
 """
@@ -17,16 +20,19 @@ An unknown item refuses to start the service (ValueError), so a typo cannot sile
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
-from serving.prediction import CaptionerLike, PredictRequest
+from serving.prediction import CaptionerLike
 
 CAPTIONER_MODES = ("raise", "hang")
 HANG_S = 3600.0
+SLOW_FORWARD_S = 4.0
+FAULT_ITEMS = ("captioner", "forward_error", "slow_forward")
 
 
 class InjectedFault(RuntimeError):
@@ -35,14 +41,18 @@ class InjectedFault(RuntimeError):
 
 @dataclass(frozen=True)
 class Faults:
-    """What to break: the captioner (None, "raise" or "hang") and forwards holding a caption."""
+    """What to break: the captioner (None, "raise" or "hang"), forwards holding a caption (they
+    raise), forwards holding another caption (they are slow)."""
 
     captioner: str | None = None
     forward_error_caption: str | None = None
+    slow_forward_caption: str | None = None
 
     @property
     def active(self) -> bool:
-        return self.captioner is not None or self.forward_error_caption is not None
+        return any(
+            v is not None for v in (self.captioner, self.forward_error_caption, self.slow_forward_caption)
+        )
 
 
 def parse_faults(spec: str) -> Faults:
@@ -50,13 +60,13 @@ def parse_faults(spec: str) -> Faults:
     values: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or not value or key not in ("captioner", "forward_error"):
+        if not sep or not value or key not in FAULT_ITEMS:
             raise ValueError(f"SEMIDAVIL_FAULTS: unknown item {item!r}; see serving/faults.py")
         values[key] = value
     mode = values.get("captioner")
     if mode is not None and mode not in CAPTIONER_MODES:
         raise ValueError(f"SEMIDAVIL_FAULTS: captioner={mode!r}; choose one of {', '.join(CAPTIONER_MODES)}")
-    return Faults(mode, values.get("forward_error"))
+    return Faults(mode, values.get("forward_error"), values.get("slow_forward"))
 
 
 class FaultyCaptioner:
@@ -76,16 +86,21 @@ class FaultyCaptioner:
         raise InjectedFault(f"injected captioner fault ({self.mode})")
 
 
-def check_forward(faults: Faults, requests: Sequence[Any]) -> None:
-    """Raise InjectedFault when a request of this batch carries the configured trigger caption.
+def check_forward(
+    faults: Faults, requests: Sequence[Any], sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Sleep SLOW_FORWARD_S when a request of this batch carries the slow trigger caption, then raise
+    InjectedFault when one carries the failing trigger caption.
 
     `requests`: PredictRequest items, or the predictor's PreparedRequest items (which hold one).
     """
-    trigger = faults.forward_error_caption
-    if trigger is None:  # the production case: nothing to check on the batch path
-        return
-    plain: list[PredictRequest] = [getattr(r, "request", r) for r in requests]
-    if any(r.caption == trigger for r in plain):
+    slow, failing = faults.slow_forward_caption, faults.forward_error_caption
+    if slow is None and failing is None:
+        return  # the production case: nothing to check on the batch path
+    captions = {getattr(r, "request", r).caption for r in requests}
+    if slow is not None and slow in captions:
+        sleep(SLOW_FORWARD_S)
+    if failing is not None and failing in captions:
         raise InjectedFault("injected backend fault: the forward of this batch failed")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import load_model, model_tensors, tensors_digest
+from model.checkpoint import load_model, model_tensors, tensors_digest, verify_checkpoint_file
 from model.class_sets import CLASS_SETS, ClassSet, custom_class_set
 from model.factory import create_model
 from model.segmentor import SemiDAViL
@@ -134,14 +134,15 @@ def resolve_checkpoint_path(
 def verify_checkpoint(
     path: str | os.PathLike[str] | None, default_checkpoint: Path | None = None
 ) -> Path | None:
-    """Fully check the checkpoint the service would load (header, tensor digest, config, weights).
+    """Fully check the checkpoint the service would load (header, tensor digest, config, weights),
+    without building the model (the names and shapes come from the cached weight signature).
 
     Returns its path (None: random weights, nothing to check); raises model.CheckpointError, whose
     message names the file and the problem, for a missing, truncated, corrupt or mismatched file.
     """
     resolved = resolve_checkpoint_path(path, default_checkpoint)
     if resolved is not None and not is_clip_weights(resolved):
-        load_model(resolved)
+        verify_checkpoint_file(resolved)
     return resolved
 
 

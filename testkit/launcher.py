@@ -39,6 +39,7 @@ BASE_ENV = {
 }
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
+GRACEFUL_SHUTDOWN = ("--timeout-graceful-shutdown", "2")  # seconds; the Makefile's `serve` too
 
 
 class ServerError(RuntimeError):
@@ -94,7 +95,9 @@ def server_env(
 def bentoml_command(port: int) -> list[str]:
     cli = Path(sys.executable).with_name("bentoml")
     prefix = [str(cli)] if cli.exists() else [sys.executable, "-m", "bentoml"]
-    return [*prefix, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
+    # A bounded graceful shutdown: without it uvicorn waits for every open connection, and a
+    # browser's Gradio event stream never closes, so a stop took the whole grace period plus a kill.
+    return [*prefix, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port), *GRACEFUL_SHUTDOWN]
 
 
 def _descendants(pid: int) -> list[int]:

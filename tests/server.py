@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -89,6 +91,14 @@ def multipart(
     """A multipart/form-data body built by hand (exact size known) and its Content-Type header."""
     request = multipart_request(image, fields, filename=filename.encode(), media_type=content_type)
     return request.content or b"", dict(request.headers)
+
+
+def slow_stream(body: bytes, seconds: float, pieces: int = 10) -> Iterator[bytes]:
+    """`body` in `pieces` chunks spread over `seconds` (no Content-Length: chunked encoding)."""
+    step = math.ceil(len(body) / pieces)
+    for i in range(pieces):
+        yield body[i * step : (i + 1) * step]
+        time.sleep(seconds / pieces)
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from model import CheckpointError, create_model, load_model, save_checkpoint
-from model.checkpoint import read_header
+from model.checkpoint import read_header, verify_checkpoint_file
 from model.class_sets import CITYSCAPES_CLASSES
 from model.config import DLGConfig, get_model_config
 from tests.helpers import random_inputs
@@ -103,3 +103,23 @@ def test_foreign_files_are_refused(tmp_path):
         load_model(pickle_file)
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing.safetensors")
+
+
+def test_verifying_without_building_refuses_what_loading_refuses(saved, tmp_path, monkeypatch):
+    m, path = saved
+    monkeypatch.setenv("SEMIDAVIL_CACHE_DIR", str(tmp_path / "cache"))
+    assert verify_checkpoint_file(path, expected_config="semidavil-tiny") == read_header(path)
+    header = read_header(path)
+    header["model_config"]["decoder"]["channels"] = 48
+    from model.checkpoint import HEADER_KEY, model_tensors
+
+    bad = tmp_path / "lying.safetensors"
+    save_file(model_tensors(m), bad, metadata={HEADER_KEY: json.dumps(header)})
+    with pytest.raises(CheckpointError, match="lying.safetensors: weights do not match the model config"):
+        verify_checkpoint_file(bad)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="cut.safetensors"):
+        verify_checkpoint_file(cut)
+    with pytest.raises(CheckpointError, match="expected 'semidavil-small'"):
+        verify_checkpoint_file(path, expected_config="semidavil-small")

@@ -53,7 +53,9 @@ def test_tiny_shapes(tiny, size, batch, num_classes, length):
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("size", SIZES)
+# The served 512x1024 repeats the token-grid check of 512x512 (the only size-dependent shape) at
+# ~6 s on 2 cores: under -m slow.
+@pytest.mark.parametrize("size", [SIZES[0], pytest.param(SIZES[1], marks=pytest.mark.slow)])
 def test_vitb16_shapes(vitb16_model, size):
     """The backbone once per size; DLG + decoder over the (B, K, L) grid at the first size only
     (their shapes do not depend on the image size beyond the token grid checked at both)."""

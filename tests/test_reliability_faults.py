@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -34,7 +35,14 @@ from model.class_sets import CITYSCAPES_CLASSES
 from model.factory import create_model
 from reliability.cases import noise, png
 from serving.captioning import CaptionerTimeout, DeadlineCaptioner
-from serving.faults import Faults, FaultyCaptioner, InjectedFault, check_forward, parse_faults
+from serving.faults import (
+    SLOW_FORWARD_S,
+    Faults,
+    FaultyCaptioner,
+    InjectedFault,
+    check_forward,
+    parse_faults,
+)
 from serving.loading import verify_checkpoint
 from serving.prediction import PredictRequest
 from testkit import launcher
@@ -43,14 +51,22 @@ from tests.server import (
     ROOT,
     Server,
     assert_error,
+    decode_png,
     free_port,
     metric_total,
+    multipart,
     running_server,
     server_env,
+    slow_stream,
 )
 
 CAPTIONER_TIMEOUT_S = 1.0
 TRIGGER = "fault-injection: fail this batch"
+SLOW = "fault-injection: slow batch"
+# The request deadline of the fault server: above the captioner deadline plus a small request's
+# work (the hanging captioner degrades to a 200), below the injected slow forward (that is a 504).
+DEADLINE_S = 3  # whole seconds: SEMIDAVIL_TIMEOUT_S is an integer
+assert CAPTIONER_TIMEOUT_S + 1 < DEADLINE_S < SLOW_FORWARD_S
 START_TIMEOUT_S = 120
 
 
@@ -129,18 +145,19 @@ def _segment(http: httpx.Client, **fields: str) -> httpx.Response:
     return http.post("/segment", files=files, data=fields, timeout=60)
 
 
-@pytest.fixture(scope="class")
+@pytest.fixture(scope="module")  # shared by the fault classes and the deadline class
 def hanging_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {
-        "SEMIDAVIL_FAULTS": f"captioner=hang,forward_error={TRIGGER}",
+        "SEMIDAVIL_FAULTS": f"captioner=hang,forward_error={TRIGGER},slow_forward={SLOW}",
         "SEMIDAVIL_CAPTIONER_TIMEOUT_S": str(CAPTIONER_TIMEOUT_S),
+        "SEMIDAVIL_TIMEOUT_S": str(DEADLINE_S),
         **API_ONLY,
     }
     with running_server(tmp_path_factory.mktemp("hang"), env) as srv:
         yield srv
 
 
-@pytest.fixture(scope="class")
+@pytest.fixture(scope="module")
 def hanging(hanging_server: Server) -> Iterator[httpx.Client]:
     with _client(hanging_server) as client:
         yield client
@@ -195,6 +212,72 @@ class TestHangingCaptionerAndFailingBackend:
         assert hanging.get("/readyz").status_code == 200
         metrics = hanging.get("/metrics").text
         assert metric_total(metrics, "bentoml_service_request_total", http_response_code="500") == 1
+
+
+@pytest.fixture(scope="module")
+def reference(hanging: httpx.Client) -> tuple[bytes, np.ndarray]:
+    """A quick request (well within the deadline) and its label map, taken before any 504."""
+    image = png(noise(96, 64, seed=11))
+    start = time.monotonic()
+    response = _post(hanging, image, output="label_png", caption="a road")
+    assert time.monotonic() - start < DEADLINE_S
+    assert response.status_code == 200, response.text
+    return image, decode_png(response.content)
+
+
+def _post(http: httpx.Client, image: bytes, **fields: str) -> httpx.Response:
+    return http.post("/segment", files={"image": ("a.png", image, "image/png")}, data=fields, timeout=60)
+
+
+def _served_again(http: httpx.Client, reference: tuple[bytes, np.ndarray]) -> None:
+    """Bounded wait until the work left over from a 504 is done, then the same map as before."""
+    image, expected = reference
+    deadline = time.monotonic() + 90
+    while True:
+        response = _post(http, image, output="label_png", caption="a road")
+        if response.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert_error(response, 504, "timeout")
+        time.sleep(0.5)
+    assert response.status_code == 200, response.text
+    np.testing.assert_array_equal(decode_png(response.content), expected)
+    assert http.get("/readyz", timeout=60).status_code == 200
+
+
+class TestRequestDeadline:
+    """SEMIDAVIL_TIMEOUT_S on the same fault server: 504 for a slow upload and for a slow forward,
+    then the same answer as before."""
+
+    def test_quick_request_is_served(self, reference: tuple[bytes, np.ndarray]) -> None:
+        assert reference[1].shape == (64, 96)
+
+    def test_slow_upload_gets_504(self, hanging: httpx.Client, reference: tuple[bytes, np.ndarray]) -> None:
+        body, headers = multipart(reference[0], {"output": "label_png", "caption": "a road"})
+        start = time.monotonic()
+        response = hanging.post("/segment", content=slow_stream(body, DEADLINE_S + 1.5), headers=headers)
+        assert_error(response, 504, "timeout")
+        assert time.monotonic() - start < 30
+        _served_again(hanging, reference)
+
+    def test_slow_forward_gets_504(self, hanging: httpx.Client, reference: tuple[bytes, np.ndarray]) -> None:
+        start = time.monotonic()
+        assert_error(_post(hanging, reference[0], output="json", caption=SLOW), 504, "timeout")
+        assert time.monotonic() - start < SLOW_FORWARD_S  # answered at the deadline, not after the work
+        _served_again(hanging, reference)
+        text = hanging.get("/metrics").text
+        assert (
+            metric_total(text, "bentoml_service_request_total", endpoint="/segment", http_response_code="504")
+            >= 2
+        )
+
+
+def test_slow_forward_fault_sleeps_only_for_its_caption() -> None:
+    faults = parse_faults(f"slow_forward={SLOW}")
+    slept: list[float] = []
+    check_forward(faults, [PredictRequest(b"", caption=None), PredictRequest(b"", caption="x")], slept.append)
+    assert slept == []
+    check_forward(faults, [PredictRequest(b"", caption=SLOW)], slept.append)
+    assert slept == [SLOW_FORWARD_S]
 
 
 @pytest.mark.slow  # a server of its own for what the in-process test and the hanging server show

@@ -1,16 +1,14 @@
 """Every limit of the service just below and just above, with real requests to real servers.
 
-Two servers, one per class (the first is stopped before the second starts):
-- TestTightLimits: SEMIDAVIL_MAX_BODY_BYTES=200000, SEMIDAVIL_MAX_PIXELS=100000 and
-  SEMIDAVIL_MAX_CONCURRENCY=1 (413 from Content-Length and from a chunked stream, 413 from the
-  image header before decoding, 429);
-- TestTimeout: SEMIDAVIL_TIMEOUT_S=1 (504 for a slow upload and for a slow forward, then recovery).
-Every refusal has the service's JSON error shape, and the server is ready after each.
+One server, TestTightLimits: SEMIDAVIL_MAX_BODY_BYTES=200000, SEMIDAVIL_MAX_PIXELS=100000 and
+SEMIDAVIL_MAX_CONCURRENCY=1 (413 from Content-Length and from a chunked stream, 413 from the image
+header before decoding, 429). Every refusal has the service's JSON error shape, and the server is
+ready after each. The request deadline (504 for a slow upload and a slow forward) is tested on the
+fault-injection server of tests/test_reliability_faults.py, whose slow forward is injected.
 """
 
 from __future__ import annotations
 
-import math
 import struct
 import threading
 import time
@@ -19,7 +17,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -36,20 +33,12 @@ from tests.server import (
     pad_png,
     png_bytes,
     running_server,
+    slow_stream,
 )
 
 MAX_BODY = 200_000
 MAX_PIXELS = 100_000
-TIMEOUT_S = 1
 REQUEST_TIMEOUT_S = 60.0
-
-
-def slow_stream(body: bytes, seconds: float, pieces: int = 10) -> Iterator[bytes]:
-    """`body` in `pieces` chunks spread over `seconds` (no Content-Length: chunked encoding)."""
-    step = math.ceil(len(body) / pieces)
-    for i in range(pieces):
-        yield body[i * step : (i + 1) * step]
-        time.sleep(seconds / pieces)
 
 
 def chunks(body: bytes, size: int = 16_384) -> Iterator[bytes]:
@@ -254,75 +243,3 @@ class TestTightLimits:
 
     def test_no_request_got_a_500(self, tight: httpx.Client) -> None:
         assert_no_500(tight, "200", "413", "422", "429")
-
-
-# ------------------------------------------------------------------------------------------------
-# Timeout
-
-
-@pytest.fixture(scope="class")
-def hurried_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"SEMIDAVIL_TIMEOUT_S": str(TIMEOUT_S), **API_ONLY}
-    with running_server(tmp_path_factory.mktemp("timeout"), env) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="class")
-def hurried(hurried_server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=hurried_server.url, timeout=REQUEST_TIMEOUT_S) as client:
-        yield client
-
-
-@pytest.fixture(scope="class")
-def reference(hurried: httpx.Client) -> tuple[bytes, np.ndarray]:
-    """A quick request (well within the deadline) and its label map, taken before any 504."""
-    image = png_bytes(noise_image(96, 64, seed=11))
-    start = time.monotonic()
-    response = post_image(hurried, image, output="label_png", caption="a road")
-    assert time.monotonic() - start < TIMEOUT_S
-    assert response.status_code == 200, response.text
-    return image, decode_png(response.content)
-
-
-def served_again(http: httpx.Client, reference: tuple[bytes, np.ndarray]) -> None:
-    """Bounded wait until the work left over from a 504 is done, then the same map as before."""
-    image, expected = reference
-    deadline = time.monotonic() + 90
-    while True:
-        response = post_image(http, image, output="label_png", caption="a road")
-        if response.status_code == 200 or time.monotonic() > deadline:
-            break
-        assert_error(response, 504, "timeout")
-        time.sleep(0.5)
-    assert response.status_code == 200, response.text
-    np.testing.assert_array_equal(decode_png(response.content), expected)
-    assert_ready(http)
-
-
-class TestTimeout:
-    def test_quick_request_is_served(self, reference: tuple[bytes, np.ndarray]) -> None:
-        assert reference[1].shape == (64, 96)
-
-    def test_slow_upload_gets_504(self, hurried: httpx.Client, reference: tuple[bytes, np.ndarray]) -> None:
-        body, headers = multipart(reference[0], {"output": "label_png"})
-        start = time.monotonic()
-        response = hurried.post("/segment", content=slow_stream(body, 2.5), headers=headers)
-        assert_error(response, 504, "timeout")
-        assert time.monotonic() - start < 30
-        served_again(hurried, reference)
-
-    def test_slow_forward_gets_504(self, hurried: httpx.Client, reference: tuple[bytes, np.ndarray]) -> None:
-        # 24 Mpx (the default pixel limit is 25 M): upsampling 19-class logits to full size takes
-        # 2.3-6 s on the 2-core test machine with one thread (measured in-process).
-        ramp = np.tile(np.linspace(0, 255, 6000).astype(np.uint8)[None, :, None], (4000, 1, 3))
-        image = png_bytes(Image.fromarray(ramp), compress_level=9)
-        response = post_image(hurried, image, output="json")
-        if response.status_code == 200:
-            total_ms = response.json()["timings_ms"]["total"]
-            if total_ms < TIMEOUT_S * 1000:
-                pytest.skip(f"this machine segments 24 Mpx in {total_ms:.0f} ms, within the timeout")
-        assert_error(response, 504, "timeout")
-        served_again(hurried, reference)
-
-    def test_no_request_got_a_500(self, hurried: httpx.Client) -> None:
-        assert_no_500(hurried, "200", "504")
