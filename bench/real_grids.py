@@ -19,6 +19,7 @@ from model import load_model
 from model.class_sets import CITYSCAPES_PALETTE, get_class_set
 from model.text import TextEmbedder
 from serving.encode import color_array
+from training.config import config_from_dict
 from training.data import CityscapesDataset
 from training.data.io import read_image
 from training.evaluation.evaluate import predict_logits
@@ -52,8 +53,8 @@ class RunPredictor:
 
     def __init__(self, run_dir: Path) -> None:
         self.model, _ = load_model(run_dir / "model.safetensors")
-        config: dict[str, Any] = yaml.safe_load((run_dir / "config.yaml").read_text())
-        self.eval_cfg = config["eval"]
+        stored: dict[str, Any] = yaml.safe_load((run_dir / "config.yaml").read_text())
+        self.eval_cfg = config_from_dict(stored).eval
         self.embedder = TextEmbedder(self.model.text)
         self.class_embeds = self.embedder.class_embeddings(get_class_set("cityscapes").prompts())
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import torch
@@ -27,6 +27,9 @@ import yaml
 
 import model  # noqa: F401  (offline env defaults and the torchvision shim before open_clip)
 from bench.common import summarize
+
+if TYPE_CHECKING:
+    from training.schema import RunConfig
 
 # The paper's crop and per-step batch (training/configs/default.yaml) for semidavil-vitb16.
 PAPER = {"crop": [512, 512], "batch": {"source": 2, "labeled": 2, "unlabeled": 2}, "image": (512, 1024)}
@@ -57,7 +60,7 @@ def rss_sampler(period_s: float = 0.005) -> Iterator[dict[str, int]]:
         stats["peak"] = max(stats["peak"], proc.memory_info().rss)
 
 
-def _config(root: Path, out: Path, name: str, setting: dict[str, Any], amp: str) -> dict[str, Any]:
+def _config(root: Path, out: Path, name: str, setting: dict[str, Any], amp: str) -> RunConfig:
     from training.config import load_config
 
     cfg = {

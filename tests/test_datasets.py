@@ -389,15 +389,16 @@ def test_shuffled_captions_control_really_permutes_captions_across_images() -> N
     """data.shuffle_captions: the same captions, none at its own image, seeded; off by default."""
     from types import SimpleNamespace
 
+    from training.config import config_from_dict
     from training.data.build import shuffle_captions
 
     captions = {f"img{i:02d}": f"caption {i}" for i in range(20)}
-    config = {"data": {"shuffle_captions": True, "split_seed": 0}}
+    config = config_from_dict({"data": {"shuffle_captions": True, "split_seed": 0}})
     shuffled = shuffle_captions(SimpleNamespace(captions=dict(captions)), config, "source").captions
     assert sorted(shuffled.values()) == sorted(captions.values()) and set(shuffled) == set(captions)
     assert all(shuffled[n] != captions[n] for n in captions)
     again = shuffle_captions(SimpleNamespace(captions=dict(captions)), config, "source").captions
     other = shuffle_captions(SimpleNamespace(captions=dict(captions)), config, "target_val").captions
     assert again == shuffled and other != shuffled
-    off = {"data": {"shuffle_captions": False, "split_seed": 0}}
+    off = config_from_dict({"data": {"shuffle_captions": False, "split_seed": 0}})
     assert shuffle_captions(SimpleNamespace(captions=dict(captions)), off, "source").captions == captions

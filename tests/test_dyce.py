@@ -226,7 +226,7 @@ def test_trainer_supervised_loss_warmup_and_dyce_with_ce(with_ce: bool) -> None:
 
     method = {"dyce": True, "dyce_warmup_iters": 10, "dyce_h": 0.2, "dyce_omega": 0.5,
               "dyce_normalize": True, "dyce_with_ce": with_ce}  # fmt: skip
-    fake = SimpleNamespace(cfg={"method": method})
+    fake = SimpleNamespace(cfg=SimpleNamespace(method=SimpleNamespace(**method)))
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 6, 6, generator=g)
     labels = torch.randint(0, 5, (2, 6, 6), generator=g)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import pytest
 
 from tests.helpers import fixed_batch_losses
 from training.augment import weak_augment
+from training.config import RunConfig, config_from_dict
 from training.data import CityscapesDataset, DatasetError
 from training.data.build import build_target_train, build_val_dataset, stream_scale, target_split
+from training.schema import DatasetBlock
 
 REAL = Path("real/cityscapes")
 SEQUENCE, UNLABELED = "leftImg8bit_sequence", "leftImg8bit_unlabeled"
@@ -73,18 +76,14 @@ def test_unlabeled_stream_reads_sequence_and_unlabeled_folders(real_root: Path) 
 
 
 def test_config_builds_the_unlabeled_stream_with_resize(real_root: Path) -> None:
-    config = {
-        "data": {
-            "num_classes": 19,
-            "use_captions": True,
-            "target": {
-                "root": str(real_root),
-                "resize": [64, 128],
-                "unlabeled_dirs": [UNLABELED],
-                "cache": True,
-            },
-        }
+    target = {
+        "type": "cityscapes",
+        "root": str(real_root),
+        "resize": [64, 128],
+        "cache": True,
+        "captions_train": None,
     }
+    config = config_from_dict({"data": {"target": {**target, "unlabeled_dirs": [UNLABELED]}}})
     unlabeled = build_target_train(config, [], labeled=False)
     assert len(unlabeled) == 25 and unlabeled[3]["image"].shape == (64, 128, 3)
     labeled = build_target_train(config, ["ulm_000088_000019"], labeled=True)
@@ -92,11 +91,11 @@ def test_config_builds_the_unlabeled_stream_with_resize(real_root: Path) -> None
 
 
 def test_holdout_frames_leave_training_and_become_the_eval_set(real_root: Path) -> None:
-    def config(num_labeled: int, holdout: int) -> dict:
+    def config(num_labeled: int, holdout: int) -> RunConfig:
         target = {"type": "cityscapes", "root": str(real_root), "unlabeled_dirs": [UNLABELED]}
         data = {"num_classes": 19, "num_labeled": num_labeled, "holdout": holdout, "split_seed": 0}
         data["use_captions"] = False
-        return {"data": {**data, "target": target}}
+        return config_from_dict({"data": {**data, "target": target}})
 
     labeled, unlabeled = target_split(config(6, 2))
     held = [build_val_dataset(config(6, 2))[i]["name"] for i in range(2)]
@@ -156,9 +155,11 @@ def test_random_scale_then_crop(real_root: Path) -> None:
         ex["image"], ex["label"], (200, 200), np.random.default_rng(0), 0.5, (0.25, 0.5)
     )
     np.testing.assert_array_equal(again, crops[0])
-    assert stream_scale({"scale": None}) is None and stream_scale({"scale": [0.5, 2]}) == (0.5, 2.0)
+    block = DatasetBlock("cityscapes", "frames")
+    assert stream_scale(block) is None
+    assert stream_scale(dataclasses.replace(block, scale=(0.5, 2.0))) == (0.5, 2.0)
     with pytest.raises(DatasetError, match="scale"):
-        stream_scale({"scale": [2.0, 1.0]})
+        stream_scale(dataclasses.replace(block, scale=(2.0, 1.0)))
 
 
 def test_short_real_target_run_lowers_the_loss(real_root: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,24 +79,49 @@ def test_every_paper_row_config_resolves():
     assert expected <= set(rows)
     for name in rows:
         cfg = load_config(CONFIG_DIR / name)
-        assert cfg["experiment"] == name.removesuffix(".yaml")
+        assert cfg.experiment == name.removesuffix(".yaml")
     ct = load_config(CONFIG_DIR / "gta5_cs_100_ct.yaml")
-    assert (ct["method"]["dyce"], ct["model"]["vlp"], ct["model"]["dlg"]) == (False, False, "off")
-    assert load_config(CONFIG_DIR / "synthia_cs_500.yaml")["data"]["num_classes"] == 16
-    assert load_config(CONFIG_DIR / "gta5_cs_0.yaml")["method"]["streams"] == ["source", "unlabeled"]
+    assert (ct.method.dyce, ct.model.vlp, ct.model.dlg) == (False, False, "off")
+    assert load_config(CONFIG_DIR / "synthia_cs_500.yaml").data.num_classes == 16
+    assert load_config(CONFIG_DIR / "gta5_cs_0.yaml").method.streams == ("source", "unlabeled")
 
 
 def test_config_overrides_and_typos():
     cfg = load_config(
         CONFIG_DIR / "gta5_cs_100.yaml", ["optim.iters=10", "data.batch.source=4", "model.dlg=off"]
     )
-    assert (cfg["optim"]["iters"], cfg["data"]["batch"]["source"], cfg["model"]["dlg"]) == (10, 4, "off")
+    assert (cfg.optim.iters, cfg.data.batch.source, cfg.model.dlg) == (10, 4, "off")
     with pytest.raises(ConfigError, match="unknown config key 'optim.itres'"):
         load_config(None, ["optim.itres=3"])
     with pytest.raises(ConfigError, match="dyce_h"):
         load_config(None, ["method.dyce_h=1.5"])
     with pytest.raises(ConfigError, match="needs the 'unlabeled' stream"):
         load_config(None, ["method.streams=[source]"])
+
+
+def test_typed_config_round_trips_and_names_ill_typed_keys(tmp_path):
+    from training.config import config_from_dict, dump
+
+    cfg = load_config(CONFIG_DIR / "real_full.yaml")
+    assert (cfg.optim.lr, cfg.data.crop, cfg.data.target.unlabeled_dirs[0]) == (
+        1e-3,
+        (256, 256),
+        "leftImg8bit_sequence",
+    )
+    plain = cfg.to_dict()
+    assert plain["data"]["crop"] == [256, 256] and config_from_dict(plain) == cfg
+    dump(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg  # the run folder's copy resolves to the same run
+    for override, message in [
+        ("optim.lr=1e-4", "'optim.lr' must be float, got '1e-4'"),  # YAML 1.1: a string without a dot
+        ("method.ct=1", "'method.ct' must be bool"),
+        ("data.crop=[64]", "'data.crop' must have 2 values"),
+        ("eval.max_images=2.5", "'eval.max_images' must be int"),
+        ("data.target.captoins=x", "unknown config key 'data.target.captoins'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [override])
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0  # an int is a fine float
 
 
 # ------------------------------------------------------------------------------------------ EMA

@@ -6,14 +6,13 @@ Every random choice comes from a `numpy.random.Generator` the caller seeds from
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
 from model.class_sets import IGNORE_INDEX
+from training.schema import MethodSection
 
 
 def random_crop(
@@ -76,11 +75,11 @@ def weak_augment(
     return np.ascontiguousarray(image), None if label is None else np.ascontiguousarray(label), valid.copy()
 
 
-def strong_augment(image: np.ndarray, rng: np.random.Generator, cfg: dict[str, Any]) -> np.ndarray:
+def strong_augment(image: np.ndarray, rng: np.random.Generator, cfg: MethodSection) -> np.ndarray:
     """Colour jitter (random order, p=jitter_p), grayscale (p), Gaussian blur (p): uint8 HxWx3 -> same."""
     x = torch.from_numpy(image).permute(2, 0, 1)
-    if rng.random() < cfg["jitter_p"]:
-        b, c, s, hue = cfg["jitter"]
+    if rng.random() < cfg.jitter_p:
+        b, c, s, hue = cfg.jitter
         ops = [
             lambda t: TF.adjust_brightness(t, float(rng.uniform(1 - b, 1 + b))),
             lambda t: TF.adjust_contrast(t, float(rng.uniform(1 - c, 1 + c))),
@@ -89,11 +88,11 @@ def strong_augment(image: np.ndarray, rng: np.random.Generator, cfg: dict[str, A
         ]
         for i in rng.permutation(len(ops)):
             x = ops[i](x)
-    if rng.random() < cfg["grayscale_p"]:
+    if rng.random() < cfg.grayscale_p:
         x = TF.rgb_to_grayscale(x, num_output_channels=3)
     out = np.ascontiguousarray(x.permute(1, 2, 0).numpy())
-    if rng.random() < cfg["blur_p"]:
-        sigma = float(rng.uniform(*cfg["blur_sigma"]))
+    if rng.random() < cfg.blur_p:
+        sigma = float(rng.uniform(*cfg.blur_sigma))
         out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma)
     return out
 

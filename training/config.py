@@ -2,6 +2,7 @@
 
 A config may name parents with `_base_: [file.yaml, ...]` (paths relative to it); later files and
 keys win. Every key must exist in the default config, so a typo is an error, not a silent no-op.
+The merged dict becomes a typed `RunConfig` (training/schema.py), whose values are type-checked.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from typing import Any
 
 import yaml
 
+from training.schema import ConfigError, RunConfig
+
+__all__ = ["CONFIG_DIR", "ConfigError", "RunConfig", "config_from_dict", "dump", "load_config"]
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-FREE_FORM_KEYS = ("data.source", "data.target")  # dataset blocks may carry type-specific keys
-
-
-class ConfigError(ValueError):
-    """An invalid run config; the message names the key or file."""
+FREE_FORM_KEYS = (
+    "data.source",
+    "data.target",
+)  # source and target keys differ; schema.DatasetBlock checks them
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -87,16 +91,27 @@ def apply_override(config: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults <- experiment file (with its bases) <- overrides; validated."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- experiment file (with its bases) <- overrides; typed and validated."""
     config = _read_yaml(DEFAULT_CONFIG)
     if path is not None:
         config = merge(config, load_file(path))
     for item in overrides or []:
         apply_override(config, *parse_override(item))
+    return _typed(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """A resolved config stored as a plain dict (a run folder's config.yaml, a checkpoint header)
+    merged over today's defaults, so a run written before a key existed still reads."""
+    return _typed(merge(_read_yaml(DEFAULT_CONFIG), data))
+
+
+def _typed(config: dict[str, Any]) -> RunConfig:
     _normalise_off(config)
-    validate(config)
-    return config
+    run_config = RunConfig.from_dict(config)
+    validate(run_config)
+    return run_config
 
 
 def _normalise_off(config: dict[str, Any]) -> None:
@@ -106,32 +121,33 @@ def _normalise_off(config: dict[str, Any]) -> None:
             config[section][key] = "off"
 
 
-def validate(config: dict[str, Any]) -> None:
+def validate(config: RunConfig) -> None:
     """Check value ranges that would otherwise fail deep inside a run."""
-    m, o, d = config["method"], config["optim"], config["data"]
+    m, o, d = config.method, config.optim, config.data
     checks = [
-        (0.0 < m["dyce_h"] <= 1.0, "method.dyce_h must be in (0, 1]"),
-        (0.0 <= m["dyce_omega"] <= 1.0, "method.dyce_omega must be in [0, 1]"),
-        (m["dyce_warmup_iters"] >= 0, "method.dyce_warmup_iters must be >= 0"),
-        (0.0 <= m["ema"] < 1.0, "method.ema must be in [0, 1)"),
-        (0.0 <= m["threshold"] <= 1.0, "method.threshold must be in [0, 1]"),
-        (0.0 <= m["caption_dropout"] <= 1.0, "method.caption_dropout must be in [0, 1]"),
-        (set(m["streams"]) <= {"source", "labeled", "unlabeled"} and m["streams"], "method.streams"),
-        (o["iters"] > 0 and o["lr"] > 0, "optim.iters and optim.lr must be positive"),
-        (o["accum_steps"] >= 1, "optim.accum_steps must be >= 1"),
-        (o["amp"] in ("auto", "bf16", "off"), "optim.amp must be auto, bf16 or off"),
-        (d["num_classes"] in (16, 19), "data.num_classes must be 16 or 19"),
-        (config["model"]["dlg"] in ("residual", "literal", "repo", "off"), "model.dlg"),
-        (config["eval"]["mode"] in ("whole", "slide"), "eval.mode must be whole or slide"),
-        (config["eval"]["model"] in ("teacher", "student"), "eval.model must be teacher or student"),
+        (0.0 < m.dyce_h <= 1.0, "method.dyce_h must be in (0, 1]"),
+        (0.0 <= m.dyce_omega <= 1.0, "method.dyce_omega must be in [0, 1]"),
+        (m.dyce_warmup_iters >= 0, "method.dyce_warmup_iters must be >= 0"),
+        (0.0 <= m.ema < 1.0, "method.ema must be in [0, 1)"),
+        (0.0 <= m.threshold <= 1.0, "method.threshold must be in [0, 1]"),
+        (0.0 <= m.caption_dropout <= 1.0, "method.caption_dropout must be in [0, 1]"),
+        (set(m.streams) <= {"source", "labeled", "unlabeled"} and bool(m.streams), "method.streams"),
+        (o.iters > 0 and o.lr > 0, "optim.iters and optim.lr must be positive"),
+        (o.accum_steps >= 1, "optim.accum_steps must be >= 1"),
+        (o.amp in ("auto", "bf16", "off"), "optim.amp must be auto, bf16 or off"),
+        (d.num_classes in (16, 19), "data.num_classes must be 16 or 19"),
+        (config.model.dlg in ("residual", "literal", "repo", "off"), "model.dlg"),
+        (config.eval.mode in ("whole", "slide"), "eval.mode must be whole or slide"),
+        (config.eval.model in ("teacher", "student"), "eval.model must be teacher or student"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"invalid config: {message}")
-    if m["ct"] and "unlabeled" not in m["streams"]:
+    if m.ct and "unlabeled" not in m.streams:
         raise ConfigError("invalid config: method.ct needs the 'unlabeled' stream")
 
 
-def dump(config: dict[str, Any], path: str | Path) -> None:
+def dump(config: RunConfig | dict[str, Any], path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+    plain = config.to_dict() if isinstance(config, RunConfig) else config
+    Path(path).write_text(yaml.safe_dump(plain, sort_keys=False))

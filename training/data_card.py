@@ -14,6 +14,7 @@ import yaml
 
 from training.data.build import build_source, build_target_train, unlabeled_stream_names
 from training.data.splits import read_split
+from training.schema import RunConfig
 
 CARD_KEYS = ("name", "source_domain", "target_domain", "val", "sources", "terms")
 
@@ -40,9 +41,9 @@ def load_card(path: str | Path) -> dict[str, str]:
     return {k: " ".join(card[k].split()) for k in CARD_KEYS}
 
 
-def stream_counts(config: dict[str, Any], run_dir: Path) -> dict[str, int]:
+def stream_counts(config: RunConfig, run_dir: Path) -> dict[str, int]:
     """Images per training stream of a run: {"source": n, "labeled": n, "unlabeled": n} (used ones)."""
-    streams = set(config["method"]["streams"])
+    streams = set(config.method.streams)
     counts: dict[str, int] = {}
     if "source" in streams:
         counts["source"] = len(build_source(config))
@@ -70,11 +71,9 @@ def summary_line(card: dict[str, str] | None, counts: dict[str, int]) -> str:
     return "; ".join(parts)
 
 
-def training_data(
-    config: dict[str, Any], run_dir: Path, card_path: str | Path | None = None
-) -> dict[str, Any]:
+def training_data(config: RunConfig, run_dir: Path, card_path: str | Path | None = None) -> dict[str, Any]:
     """The header block `trained_on`: the card (if any), the stream counts and a one-line summary."""
-    path = card_path or config["data"].get("card")
+    path = card_path or config.data.card
     card = load_card(path) if path else None
     counts = stream_counts(config, run_dir)
     return {**(card or {}), "images": counts, "summary": summary_line(card, counts)}

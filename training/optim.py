@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.schema import OptimSection
+
 # token_embedding: a trained text tower sees a few dozen of its 49408 tokens; decaying the rest
 # would shrink every word the class prompts do not use
 NO_DECAY_HINTS = (
@@ -54,10 +56,10 @@ def param_groups(
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
     """AdamW over the trainable parameters with the config's multipliers."""
-    groups = param_groups(model, cfg["lr"], cfg["weight_decay"], cfg["lr_mult"])
-    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.lr_mult)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
 def poly_lr(step: int, base_lr: float, total: int, power: float, warmup: int = 0) -> float:

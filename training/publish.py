@@ -22,6 +22,7 @@ from typing import Any
 
 from model import load_model, save_checkpoint
 from model.checkpoint import read_header
+from training.config import config_from_dict
 from training.data_card import training_data
 from training.trainer import MODEL_FILE
 
@@ -81,7 +82,7 @@ def published_metrics(run_dir: Path, header: dict[str, Any], card: Path | None =
     training = header.get("training_config", {})
     wall = run_dir / "wall_seconds.json"
     old = header.get("metrics", {})
-    trained_on = training_data(training, run_dir, card)
+    trained_on = training_data(config_from_dict(training), run_dir, card)
     metrics = {
         "experiment": training.get("experiment", run_dir.name),
         "benchmark": trained_on.get("val")

@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.print_config:
-        print(__import__("yaml").safe_dump(config, sort_keys=False))
+        print(__import__("yaml").safe_dump(config.to_dict(), sort_keys=False))
         return 0
-    info = init_distributed(resolve_device(config["device"]))
-    run_dir = Path(config["output_dir"]) / config["experiment"]
+    info = init_distributed(resolve_device(config.device))
+    run_dir = Path(config.output_dir) / config.experiment
     if info.is_main:
         if args.fresh and run_dir.exists():
             shutil.rmtree(run_dir)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.resume_if_possible()
         report = trainer.train()
         if info.is_main and report:
-            print(f"{config['experiment']}: mIoU {report['miou']:.2f} -> {run_dir}")
+            print(f"{config.experiment}: mIoU {report['miou']:.2f} -> {run_dir}")
     finally:
         cleanup(info)
     return 0

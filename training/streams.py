@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from training.augment import strong_augment, weak_augment
+from training.schema import MethodSection
 
 STREAM_IDS = {"source": 1, "labeled": 2, "unlabeled": 3}
 Key = tuple[int, int, int]  # (dataset index, step, slot)
@@ -71,7 +72,7 @@ class TrainStream(Dataset):
     same crop with strong photometric augmentation for the student).
 
     `scale` (lo, hi): random rescale of the dataset's image before cropping (None: none).
-    `aug["sup_photometric_p"]`: probability that a labeled stream's image gets the strong
+    `aug.sup_photometric_p`: probability that a labeled stream's image gets the strong
     photometric augmentation too (0: never, and no random number is drawn for it).
     """
 
@@ -80,7 +81,7 @@ class TrainStream(Dataset):
         dataset: Dataset,
         stream: str,
         crop: tuple[int, int],
-        aug: dict[str, Any],
+        aug: MethodSection,
         seed: int,
         scale: tuple[float, float] | None = None,
     ) -> None:
@@ -97,9 +98,9 @@ class TrainStream(Dataset):
         example = self.dataset[index]
         label = example.get("label") if self.stream != "unlabeled" else None
         image, label, valid = weak_augment(
-            example["image"], label, self.crop, rng, self.aug["hflip_p"], self.scale
+            example["image"], label, self.crop, rng, self.aug.hflip_p, self.scale
         )
-        sup_p = self.aug.get("sup_photometric_p", 0.0)
+        sup_p = self.aug.sup_photometric_p
         if label is not None and sup_p > 0 and rng.random() < sup_p:
             image = strong_augment(image, rng, self.aug)
         out: dict[str, Any] = {
@@ -107,7 +108,7 @@ class TrainStream(Dataset):
             "valid": torch.from_numpy(valid),
             "caption": example["caption"],
             "name": example["name"],
-            "caption_drop": bool(rng.random() < self.aug["caption_dropout"]),
+            "caption_drop": bool(rng.random() < self.aug.caption_dropout),
         }
         if label is not None:
             out["label"] = torch.from_numpy(label.astype(np.int64))

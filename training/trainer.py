@@ -25,7 +25,7 @@ from model.preprocess import to_model_input
 from model.segmentor import SemiDAViL
 from model.text import TextEmbedder, pad_token_features
 from training.augment import apply_cutmix, cutmix_box
-from training.config import dump
+from training.config import RunConfig, dump
 from training.data.build import (
     build_source,
     build_target_train,
@@ -51,27 +51,25 @@ STATE_FILE = "state.safetensors"
 MODEL_FILE = "model.safetensors"
 
 
-def build_student(config: dict[str, Any]) -> SemiDAViL:
+def build_student(config: RunConfig) -> SemiDAViL:
     """The student model of a run config (model.* keys), optionally from a SemiDAViL checkpoint."""
-    mc = config["model"]
-    base = get_model_config(mc["name"])
-    cfg = get_model_config(
-        mc["name"], dlg=DLGConfig(mc["dlg"], base.dlg.heads, base.dlg.max_tokens), vlp=mc["vlp"]
-    )
+    mc = config.model
+    base = get_model_config(mc.name)
+    cfg = get_model_config(mc.name, dlg=DLGConfig(mc.dlg, base.dlg.heads, base.dlg.max_tokens), vlp=mc.vlp)
     model = create_model(
         cfg,
-        pretrained=mc["pretrained"],
-        finetune=mc["finetune"] if mc["vlp"] else "full",
-        visual_pretrained=mc["visual_pretrained"],
-        conv_skip_weights=mc["conv_skip_weights"],
+        pretrained=mc.pretrained,
+        finetune=mc.finetune if mc.vlp else "full",
+        visual_pretrained=mc.visual_pretrained,
+        conv_skip_weights=mc.conv_skip_weights,
     )
-    if mc["init_checkpoint"]:
-        init, _ = load_model(mc["init_checkpoint"])
+    if mc.init_checkpoint:
+        init, _ = load_model(mc.init_checkpoint)
         model.load_state_dict(init.state_dict(), strict=True)
-    if mc["text_finetune"] == "full":
+    if mc.text_finetune == "full":
         model.text.requires_grad_(True)
-    elif mc["text_finetune"] != "frozen":
-        raise ValueError(f"model.text_finetune must be frozen or full, got {mc['text_finetune']!r}")
+    elif mc.text_finetune != "frozen":
+        raise ValueError(f"model.text_finetune must be frozen or full, got {mc.text_finetune!r}")
     return model
 
 
@@ -124,15 +122,15 @@ def progress_line(row: dict[str, float], total: int) -> str:
 class Trainer:
     """Owns models, data streams, optimizer and the run folder of one experiment."""
 
-    def __init__(self, config: dict[str, Any], run_dir: Path, info: DistInfo, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, run_dir: Path, info: DistInfo, progress: bool = True) -> None:
         self.cfg, self.run_dir, self.info, self.progress = config, run_dir, info, progress and info.is_main
         self.device = info.device
-        torch.manual_seed(config["seed"])  # identical initialisation on every rank
+        torch.manual_seed(config.seed)  # identical initialisation on every rank
         self.student = build_student(config).to(self.device)
         self.teacher = make_teacher(self.student)
         # A text tower that trains changes every step: no cached caption features, and class
         # embeddings recomputed (with autograd for the student, from the EMA tower for the teacher).
-        self.text_trains = config["model"]["text_finetune"] == "full"
+        self.text_trains = config.model.text_finetune == "full"
         if self.text_trains and info.enabled:
             raise ValueError(
                 "model.text_finetune=full is not supported under DDP (the text tower is not wrapped)"
@@ -153,8 +151,8 @@ class Trainer:
             if info.enabled
             else self.student.seg
         )
-        self.optimizer = build_optimizer(self.student, config["optim"])
-        amp = config["optim"]["amp"]
+        self.optimizer = build_optimizer(self.student, config.optim)
+        amp = config.optim.amp
         self.amp = amp == "bf16" or (amp == "auto" and fast_bf16(self.device))
         self.streams = self._build_streams()
         self.start_step = 0
@@ -164,16 +162,16 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- data
     def _build_streams(self) -> dict[str, TrainStream]:
-        cfg, streams = self.cfg, self.cfg["method"]["streams"]
-        aug = cfg["method"]  # augmentation probabilities and caption dropout live in method.*
-        crop, seed = tuple(cfg["data"]["crop"]), cfg["seed"]
+        cfg, streams = self.cfg, self.cfg.method.streams
+        aug = cfg.method  # augmentation probabilities and caption dropout live in method.*
+        crop, seed = cfg.data.crop, cfg.seed
         labeled, unlabeled = target_split(cfg) if {"labeled", "unlabeled"} & set(streams) else ([], [])
         if self.info.is_main:
             held = holdout_names(cfg)
             write_split(
-                self.run_dir / "split.json", labeled, unlabeled, seed=cfg["data"]["split_seed"], held_out=held
+                self.run_dir / "split.json", labeled, unlabeled, seed=cfg.data.split_seed, held_out=held
             )
-        source_scale, target_scale = stream_scale(cfg["data"]["source"]), stream_scale(cfg["data"]["target"])
+        source_scale, target_scale = stream_scale(cfg.data.source), stream_scale(cfg.data.target)
         out: dict[str, TrainStream] = {}
         if "source" in streams:
             out["source"] = TrainStream(build_source(cfg), "source", crop, aug, seed, source_scale)
@@ -188,17 +186,19 @@ class Trainer:
         return out
 
     def _batch_size(self, stream: str) -> int:
-        b = self.cfg["data"]["batch"]
-        return 2 * b["unlabeled"] if stream == "unlabeled" else b[stream]  # unlabeled: main + CutMix partner
+        b = self.cfg.data.batch
+        return (
+            2 * b.unlabeled if stream == "unlabeled" else int(getattr(b, stream))
+        )  # unlabeled: main + CutMix partner
 
     def _loaders(self, start_micro: int, total_micro: int) -> dict[str, Iterator[dict[str, Any]]]:
-        workers = self.cfg["data"]["workers"]
+        workers = self.cfg.data.workers
         loaders: dict[str, Iterator[dict[str, Any]]] = {}
         for name, stream in self.streams.items():
             sampler = StepBatchSampler(
                 len(stream),
                 self._batch_size(name),
-                self.cfg["seed"],
+                self.cfg.seed,
                 name,
                 start_micro,
                 total_micro,
@@ -246,13 +246,13 @@ class Trainer:
     def _mixed_view(self, unl: dict[str, Any], pseudo: torch.Tensor, conf: torch.Tensor) -> dict[str, Any]:
         """Strong view of the main half, CutMix'ed (p = cutmix_p) with the partner half."""
         n = len(unl["caption"]) // 2
-        m = self.cfg["method"]
+        m = self.cfg.method
         h, w = pseudo.shape[-2:]
         boxes = []
         for i in range(n):
-            use = unl["cutmix_u"][i] < m["cutmix_p"]
+            use = unl["cutmix_u"][i] < m.cutmix_p
             rng = np.random.default_rng(unl["cutmix_seed"][i])
-            box_np = cutmix_box(h, w, rng, tuple(m["cutmix_area"])) if use else np.zeros((h, w), dtype=bool)
+            box_np = cutmix_box(h, w, rng, m.cutmix_area) if use else np.zeros((h, w), dtype=bool)
             boxes.append(torch.from_numpy(box_np))
         box = torch.stack(boxes).to(self.device)
         strong = unl["strong"].to(self.device)
@@ -270,19 +270,17 @@ class Trainer:
         }
 
     def _supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
-        m = self.cfg["method"]
-        if not (m["dyce"] and step >= m["dyce_warmup_iters"]):
+        m = self.cfg.method
+        if not (m.dyce and step >= m.dyce_warmup_iters):
             return F.cross_entropy(logits.float(), labels, ignore_index=255)
-        dyce = dyce_loss(logits, labels, m["dyce_h"], m["dyce_omega"], normalize=m["dyce_normalize"])
-        if m["dyce_with_ce"]:
+        dyce = dyce_loss(logits, labels, m.dyce_h, m.dyce_omega, normalize=m.dyce_normalize)
+        if m.dyce_with_ce:
             return dyce + F.cross_entropy(logits.float(), labels, ignore_index=255)
         return dyce
 
     def _consistency_loss(self, logits: torch.Tensor, mix: dict[str, Any]) -> tuple[torch.Tensor, float]:
-        m = self.cfg["method"]
-        return consistency_loss(
-            logits, mix["pseudo"], mix["conf"], mix["valid"], m["threshold"], m["ct_normalize"]
-        )
+        m = self.cfg.method
+        return consistency_loss(logits, mix["pseudo"], mix["conf"], mix["valid"], m.threshold, m.ct_normalize)
 
     def step_loss(
         self, batches: dict[str, dict[str, Any]], step: int
@@ -297,7 +295,7 @@ class Trainer:
                 labels.append(b["label"])
         n_sup = sum(x.shape[0] for x in images)
         mix = None
-        if "unlabeled" in batches and self.cfg["method"]["ct"]:
+        if "unlabeled" in batches and self.cfg.method.ct:
             mix = self._mixed_view(batches["unlabeled"], *self._pseudo_labels(batches["unlabeled"]))
             tokens += mix["tokens"]
         if mix is not None:
@@ -317,7 +315,7 @@ class Trainer:
             logs["sup"] = sup.item()
         if mix is not None:
             ct, coverage = self._consistency_loss(logits[n_sup:], mix)
-            loss = loss + self.cfg["method"]["lambda_u"] * ct
+            loss = loss + self.cfg.method.lambda_u * ct
             logs.update(ct=ct.item(), coverage=coverage)
         logs["loss"] = loss.item()
         return loss, logs
@@ -333,26 +331,24 @@ class Trainer:
             log.info("resumed from %s at step %d", path, self.start_step)
 
     def _optimizer_step(self, step: int) -> None:
-        o = self.cfg["optim"]
-        if o["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), o["grad_clip"])
+        o = self.cfg.optim
+        if o.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), o.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        update_teacher(self.teacher, self.student, ema_decay(step, self.cfg["method"]["ema"]))
+        update_teacher(self.teacher, self.student, ema_decay(step, self.cfg.method.ema))
 
     def _lr(self, step: int) -> float:
-        o = self.cfg["optim"]
-        return poly_lr(step, o["lr"], o["iters"], o["poly_power"], o["warmup_iters"])
+        o = self.cfg.optim
+        return poly_lr(step, o.lr, o.iters, o.poly_power, o.warmup_iters)
 
     def train(self) -> dict[str, Any]:
         """Run from `start_step` to `optim.iters`; returns the final evaluation report (rank 0)."""
-        o, lg = self.cfg["optim"], self.cfg["log"]
-        accum, total = o["accum_steps"], o["iters"]
+        o, lg = self.cfg.optim, self.cfg.log
+        accum, total = o.accum_steps, o.iters
         loaders = self._loaders(self.start_step * accum, total * accum)
         self._truncate_csv(self.start_step)
-        bar = tqdm(
-            total=total, initial=self.start_step, disable=not self.progress, desc=self.cfg["experiment"]
-        )
+        bar = tqdm(total=total, initial=self.start_step, disable=not self.progress, desc=self.cfg.experiment)
         self.student.train()
         self._clock = time.perf_counter()  # set-up and data discovery are not training time
         t0, window = time.perf_counter(), []
@@ -364,13 +360,13 @@ class Trainer:
             self._optimizer_step(step)
             window.append(logs)
             done = step + 1
-            if done % lg["every"] == 0 or done == total:
+            if done % lg.every == 0 or done == total:
                 self._log(done, window, time.perf_counter() - t0, bar)
                 t0, window = time.perf_counter(), []
             bar.update(1)
-            if done % lg["checkpoint_every"] == 0 or done == total:
+            if done % lg.checkpoint_every == 0 or done == total:
                 self.save(done)
-            if self.cfg["eval"]["every"] and done % self.cfg["eval"]["every"] == 0 and done != total:
+            if self.cfg.eval.every and done % self.cfg.eval.every == 0 and done != total:
                 self.run_eval(done, tag=f"eval_{done:06d}")
         bar.close()
         self.check_replicas()
@@ -392,7 +388,7 @@ class Trainer:
         if self.info.is_main:
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
             self._append_csv(row)
-            log.info("%s", progress_line(row, self.cfg["optim"]["iters"]))
+            log.info("%s", progress_line(row, self.cfg.optim.iters))
 
     def _append_csv(self, row: dict[str, Any]) -> None:
         path = self.run_dir / "metrics.csv"
@@ -428,12 +424,18 @@ class Trainer:
         if self.info.is_main:
             extra = {"history": self.history, "train_seconds": self._tick()}
             save_state(
-                self.run_dir / STATE_FILE, step, self.student, self.teacher, self.optimizer, self.cfg, extra
+                self.run_dir / STATE_FILE,
+                step,
+                self.student,
+                self.teacher,
+                self.optimizer,
+                self.cfg.to_dict(),
+                extra,
             )
         barrier(self.info)
 
     def eval_model(self) -> SemiDAViL:
-        return self.teacher if self.cfg["eval"]["model"] == "teacher" else self.student
+        return self.teacher if self.cfg.eval.model == "teacher" else self.student
 
     def run_eval(self, step: int, tag: str) -> dict[str, Any] | None:
         """Evaluate on target val (rank 0); logs mIoU and writes `<tag>.md/json` in the run folder."""
@@ -441,7 +443,7 @@ class Trainer:
         if self.info.is_main:
             model = self.eval_model()
             cm = evaluate(
-                model, self.embedder_of(model), self.frozen_class_embeds(model), build_val_dataset(self.cfg), self.cfg["eval"],
+                model, self.embedder_of(model), self.frozen_class_embeds(model), build_val_dataset(self.cfg), self.cfg.eval,
                 self.amp, self.progress,
             )  # fmt: skip
             report = write_report(cm, self.class_names, self.run_dir, tag)
@@ -455,7 +457,7 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         """Final evaluation and the deployable checkpoint (eval model weights + metrics header)."""
-        report = self.run_eval(self.cfg["optim"]["iters"], tag="eval_final")
+        report = self.run_eval(self.cfg.optim.iters, tag="eval_final")
         if self.info.is_main and report is not None:
             wall = {"seconds": round(self._tick(), 1), "note": "training + evaluation, summed over resumes"}
             (self.run_dir / "wall_seconds.json").write_text(json.dumps(wall))
@@ -463,10 +465,16 @@ class Trainer:
                 "miou": report["miou"],
                 **({"miou13": report["miou13"]} if "miou13" in report else {}),
                 "iou": report["iou"],
-                "eval": {k: self.cfg["eval"][k] for k in ("mode", "size", "model")},
-                "dataset": self.cfg["data"]["target"]["root"],
+                "eval": {
+                    "mode": self.cfg.eval.mode,
+                    "size": list(self.cfg.eval.size),
+                    "model": self.cfg.eval.model,
+                },
+                "dataset": self.cfg.data.target.root,
             }
-            save_checkpoint(self.run_dir / MODEL_FILE, self.eval_model(), self.class_names, self.cfg, metrics)
+            save_checkpoint(
+                self.run_dir / MODEL_FILE, self.eval_model(), self.class_names, self.cfg.to_dict(), metrics
+            )
             dump(self.cfg, self.run_dir / "config.yaml")
         barrier(self.info)
         return report or {}

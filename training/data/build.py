@@ -14,45 +14,47 @@ from training.data.errors import DatasetError
 from training.data.gta5 import GTA5Dataset
 from training.data.splits import make_split
 from training.data.synthia import SynthiaDataset
+from training.schema import DatasetBlock, RunConfig
 
 
-def class_set_name(config: dict[str, Any]) -> str:
-    return "cityscapes" if config["data"]["num_classes"] == 19 else "synthia16"
+def class_set_name(config: RunConfig) -> str:
+    return "cityscapes" if config.data.num_classes == 19 else "synthia16"
 
 
-def class_names_for(config: dict[str, Any]) -> list[str]:
+def class_names_for(config: RunConfig) -> list[str]:
     return list(get_class_set(class_set_name(config)).names)
 
 
-def class_prompts_for(config: dict[str, Any]) -> list[list[str]]:
+def class_prompts_for(config: RunConfig) -> list[list[str]]:
     return get_class_set(class_set_name(config)).prompts()
 
 
-def _captions(block: dict[str, Any], key: str, config: dict[str, Any]) -> Path | None:
-    """The captions file of a dataset block (relative to its root), or None without captions."""
-    if not config["data"]["use_captions"] or not block.get(key):
+def _captions(block: DatasetBlock, key: str, config: RunConfig) -> Path | None:
+    """The captions file `key` of a dataset block (relative to its root), or None without captions."""
+    name = getattr(block, key)
+    if not config.data.use_captions or not name:
         return None
-    path = Path(block[key])
-    path = path if path.is_absolute() else Path(block["root"]) / path
+    path = Path(name)
+    path = path if path.is_absolute() else Path(block.root) / path
     if not path.is_file():
         raise DatasetError(
-            f"{path}: captions file not found; run `python -m training.captions --root {block['root']} ...` "
+            f"{path}: captions file not found; run `python -m training.captions --root {block.root} ...` "
             "to make it, or set data.use_captions=false"
         )
     return path
 
 
-def shuffle_captions(dataset: Any, config: dict[str, Any], stream: str) -> Any:
+def shuffle_captions(dataset: Any, config: RunConfig, stream: str) -> Any:
     """The shuffled-captions control (`data.shuffle_captions`): the dataset's captions permuted
     across its images (a seeded derangement: no image keeps its own), in place; returns it.
 
     Caption words then say nothing about their image, so any gain of the full row over this
     control is what caption content adds.
     """
-    if not config["data"].get("shuffle_captions") or len(dataset.captions) < 2:
+    if not config.data.shuffle_captions or len(dataset.captions) < 2:
         return dataset
     names = sorted(dataset.captions)
-    rng = np.random.default_rng([int(config["data"]["split_seed"]), zlib.crc32(stream.encode())])
+    rng = np.random.default_rng([int(config.data.split_seed), zlib.crc32(stream.encode())])
     order = rng.permutation(len(names))
     shifted = np.roll(order, 1)  # a cyclic shift of a random order: every name gets another's caption
     old = dict(dataset.captions)
@@ -60,13 +62,9 @@ def shuffle_captions(dataset: Any, config: dict[str, Any], stream: str) -> Any:
     return dataset
 
 
-def _size(value: Any) -> tuple[int, int] | None:
-    return None if value is None else (int(value[0]), int(value[1]))
-
-
-def stream_scale(block: dict[str, Any]) -> tuple[float, float] | None:
+def stream_scale(block: DatasetBlock) -> tuple[float, float] | None:
     """The random-scale range (lo, hi) of a dataset block's training stream, or None."""
-    value = block.get("scale")
+    value = block.scale
     if value is None:
         return None
     lo, hi = float(value[0]), float(value[1])
@@ -75,29 +73,29 @@ def stream_scale(block: dict[str, Any]) -> tuple[float, float] | None:
     return lo, hi
 
 
-def build_source(config: dict[str, Any]) -> Any:
-    block = config["data"]["source"]
+def build_source(config: RunConfig) -> Any:
+    block = config.data.source
     common: dict[str, Any] = {
-        "resize": _size(block.get("resize")),
+        "resize": block.resize,
         "captions_file": _captions(block, "captions", config),
-        "cache": bool(block.get("cache", False)),
+        "cache": block.cache,
     }
-    if block["type"] == "gta5":
-        if config["data"]["num_classes"] != 19:
+    if block.type == "gta5":
+        if config.data.num_classes != 19:
             raise DatasetError("GTA5 source needs data.num_classes=19")
-        return shuffle_captions(GTA5Dataset(block["root"], **common), config, "source")
-    if block["type"] == "synthia":
-        data = SynthiaDataset(block["root"], num_classes=config["data"]["num_classes"], **common)
+        return shuffle_captions(GTA5Dataset(block.root, **common), config, "source")
+    if block.type == "synthia":
+        data = SynthiaDataset(block.root, num_classes=config.data.num_classes, **common)
         return shuffle_captions(data, config, "source")
-    raise DatasetError(f"unknown source dataset type {block['type']!r} (gta5 or synthia)")
+    raise DatasetError(f"unknown source dataset type {block.type!r} (gta5 or synthia)")
 
 
-def _target_check(block: dict[str, Any]) -> None:
-    if block["type"] != "cityscapes":
-        raise DatasetError(f"unknown target dataset type {block['type']!r} (cityscapes)")
+def _target_check(block: DatasetBlock) -> None:
+    if block.type != "cityscapes":
+        raise DatasetError(f"unknown target dataset type {block.type!r} (cityscapes)")
 
 
-def target_split(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+def target_split(config: RunConfig) -> tuple[list[str], list[str]]:
     """(labeled, unlabeled) names of the target train set for `data.num_labeled`, `data.split_seed`.
 
     Frames held out for model selection (`data.holdout`, `holdout_names`) are in neither list.
@@ -106,66 +104,66 @@ def target_split(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     return labeled, unlabeled
 
 
-def holdout_names(config: dict[str, Any]) -> list[str]:
+def holdout_names(config: RunConfig) -> list[str]:
     """Labeled train frames held out of training and evaluated instead of the val split.
 
     `data.holdout: K` (default 0) draws K frames from the labeled side with the split's seed, so
     that choices (schedule, size) are made on frames the reported val numbers never see. Without
     a holdout nothing is read (a root holding only the val split still evaluates).
     """
-    return _split_with_holdout(config)[2] if config["data"].get("holdout") else []
+    return _split_with_holdout(config)[2] if config.data.holdout else []
 
 
-def _split_with_holdout(config: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
-    block, data = config["data"]["target"], config["data"]
+def _split_with_holdout(config: RunConfig) -> tuple[list[str], list[str], list[str]]:
+    block, data = config.data.target, config.data
     _target_check(block)
-    names = [s.name for s in discover_cityscapes(Path(block["root"]), "train", labeled=False)]
-    holdout, seed = int(data.get("holdout") or 0), data["split_seed"]
+    names = [s.name for s in discover_cityscapes(Path(block.root), "train", labeled=False)]
+    holdout, seed = data.holdout, data.split_seed
     if holdout < 0:
         raise DatasetError(f"data.holdout must be >= 0, got {holdout}")
-    labeled, unlabeled = make_split(names, data["num_labeled"] + holdout, seed)
-    labeled, held = make_split(labeled, data["num_labeled"], seed) if holdout else (labeled, [])
+    labeled, unlabeled = make_split(names, data.num_labeled + holdout, seed)
+    labeled, held = make_split(labeled, data.num_labeled, seed) if holdout else (labeled, [])
     return labeled, unlabeled, held
 
 
-def build_target_train(config: dict[str, Any], names: list[str], labeled: bool) -> CityscapesDataset:
+def build_target_train(config: RunConfig, names: list[str], labeled: bool) -> CityscapesDataset:
     """Labeled or unlabeled target train frames; the unlabeled set adds `target.unlabeled_dirs`."""
-    block = config["data"]["target"]
+    block = config.data.target
     data = CityscapesDataset(
-        block["root"],
+        block.root,
         "train",
-        config["data"]["num_classes"],
+        config.data.num_classes,
         labeled=labeled,
         names=names,
-        extra_dirs=() if labeled else tuple(block.get("unlabeled_dirs") or ()),
-        resize=_size(block.get("resize")),
+        extra_dirs=() if labeled else block.unlabeled_dirs,
+        resize=block.resize,
         captions_file=_captions(block, "captions_train", config),
-        cache=bool(block.get("cache", False)),
+        cache=block.cache,
     )
     return shuffle_captions(data, config, "target_labeled" if labeled else "target_unlabeled")
 
 
-def unlabeled_stream_names(config: dict[str, Any], labeled: list[str], unlabeled: list[str]) -> list[str]:
+def unlabeled_stream_names(config: RunConfig, labeled: list[str], unlabeled: list[str]) -> list[str]:
     """Names of the unlabeled stream's split frames (`build_target_train` adds `unlabeled_dirs`).
 
     A fully labeled target (the 2975 row) with no other unlabeled folders runs consistency on its
     labeled frames; otherwise the split's unlabeled side.
     """
-    if unlabeled or config["data"]["target"].get("unlabeled_dirs"):
+    if unlabeled or config.data.target.unlabeled_dirs:
         return unlabeled
     return labeled
 
 
-def build_val_dataset(config: dict[str, Any]) -> CityscapesDataset:
+def build_val_dataset(config: RunConfig) -> CityscapesDataset:
     """Target val at its native size (inference resizes to eval.size; labels stay full-res); the
     held-out train frames instead when `data.holdout` > 0."""
-    block = config["data"]["target"]
+    block = config.data.target
     _target_check(block)
     held = holdout_names(config)
     data = CityscapesDataset(
-        block["root"],
+        block.root,
         "train" if held else "val",
-        config["data"]["num_classes"],
+        config.data.num_classes,
         names=held or None,
         captions_file=_captions(block, "captions_train" if held else "captions_val", config),
     )

@@ -22,6 +22,7 @@ from model.inference import slide_inference, whole_inference
 from model.preprocess import numpy_to_model_input
 from model.text import TextEmbedder
 from training.evaluation.metrics import ConfusionMatrix
+from training.schema import EvalSection
 
 
 @torch.inference_mode()
@@ -31,14 +32,14 @@ def predict_logits(
     class_embeds: torch.Tensor,
     image: np.ndarray,
     caption: str,
-    eval_cfg: dict[str, Any],
+    eval_cfg: EvalSection,
     autocast: bool = False,
 ) -> torch.Tensor:
     """Logits [K, H, W] at the image's own size for one uint8 HxWx3 image (whole or slide mode)."""
     device = class_embeds.device
     x = numpy_to_model_input([image], device)
     h, w = image.shape[:2]
-    size = tuple(eval_cfg["size"])
+    size = eval_cfg.size
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False) if (h, w) != size else x
     feats, mask = embedder.caption_features([caption])
 
@@ -48,8 +49,8 @@ def predict_logits(
             return model(crops, feats.expand(n, -1, -1), mask.expand(n, -1), class_embeds)
 
     k = class_embeds.shape[0]
-    if eval_cfg["mode"] == "slide":
-        logits = slide_inference(fn, x, k, tuple(eval_cfg["window"]), tuple(eval_cfg["stride"]))
+    if eval_cfg.mode == "slide":
+        logits = slide_inference(fn, x, k, eval_cfg.window, eval_cfg.stride)
     else:
         logits = whole_inference(fn, x)
     return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
@@ -60,14 +61,14 @@ def evaluate(
     embedder: TextEmbedder,
     class_embeds: torch.Tensor,
     dataset: Any,
-    eval_cfg: dict[str, Any],
+    eval_cfg: EvalSection,
     autocast: bool = False,
     progress: bool = True,
 ) -> ConfusionMatrix:
     """Accumulate the confusion matrix over `dataset` (items with image, label, caption)."""
     model.eval()
     cm = ConfusionMatrix(class_embeds.shape[0])
-    limit = eval_cfg.get("max_images") or len(dataset)
+    limit = eval_cfg.max_images or len(dataset)
     for i in tqdm(range(min(limit, len(dataset))), desc="eval", disable=not progress, leave=False):
         ex = dataset[i]
         logits = predict_logits(model, embedder, class_embeds, ex["image"], ex["caption"], eval_cfg, autocast)
@@ -113,20 +114,18 @@ def main(argv: list[str] | None = None) -> None:
     from training.config import load_config
     from training.data.build import build_val_dataset, class_names_for
 
-    config = load_config(args.config, args.set)
-    if args.mode:
-        config["eval"]["mode"] = args.mode
-    device = resolve_device(config["device"])
+    config = load_config(args.config, [*args.set, *([f"eval.mode={args.mode}"] if args.mode else [])])
+    device = resolve_device(config.device)
     model, _ = load_model(args.checkpoint, map_location=str(device))
     embedder = TextEmbedder(model.text)
     names = class_names_for(config)
     from training.data.build import class_prompts_for
 
     class_embeds = embedder.class_embeddings(class_prompts_for(config))
-    amp = config["optim"]["amp"] != "off" and fast_bf16(device)
-    cm = evaluate(model, embedder, class_embeds, build_val_dataset(config), config["eval"], amp)
+    amp = config.optim.amp != "off" and fast_bf16(device)
+    cm = evaluate(model, embedder, class_embeds, build_val_dataset(config), config.eval, amp)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
-    report = write_report(cm, names, out, f"eval_{config['eval']['mode']}")
+    report = write_report(cm, names, out, f"eval_{config.eval.mode}")
     print(cm.to_markdown(names))
     print(f"mIoU {report['miou']:.2f}")
 

@@ -21,6 +21,7 @@ from model.backbone import DenseClipVisual
 from model.text import ClipTextEncoder, TextEmbedder
 from model.zero_shot import DEFAULT_DENSE_PATH, ZeroShotGraph
 from training.evaluation.evaluate import evaluate
+from training.schema import EvalSection
 
 if TYPE_CHECKING:  # open_clip ships no type information: this name types as Any
     from open_clip.model import CLIP
@@ -86,7 +87,7 @@ def zero_shot_miou(
     ids, 255 = ignore), through the project's evaluator at `size`, whole-image:
     -> {"miou", "pixel_acc" (%), "iou": per class % or None where never seen}."""
     graph = ZeroShotGraph(DenseClipVisual(clip.visual, ()), dense_path=dense_path)
-    eval_cfg = {"mode": "whole", "size": list(size), "max_images": max_images}
+    eval_cfg = EvalSection.whole((int(size[0]), int(size[1])), max_images)
     cm = evaluate(graph, text_embedder(clip), class_embeds, dataset, eval_cfg, progress=False)
     acc = 100.0 * np.trace(cm.matrix) / max(int(cm.matrix.sum()), 1)
     iou = [None if np.isnan(v) else round(100.0 * float(v), 2) for v in cm.iou()]
