@@ -201,8 +201,8 @@ class SemiDAViLService:
             return [err] * len(requests)
         finally:
             # Keep the resident set flat across image sizes (serving/memory.py): checked per batch,
-            # not periodically (trimming at most once a second let the soak's RSS end +37 %), and
-            # trimmed only past a slack (trimming every batch cost ~20 ms per large request).
+            # not periodically (trimming at most once a second let the soak's resident set creep), and
+            # trimmed only past a slack (trimming every batch slowed large requests; see memory.py).
             self._trimmer.after_batch()
 
     def __is_ready__(self) -> bool:

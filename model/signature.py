@@ -2,7 +2,7 @@
 
 A checkpoint fits a config exactly when its tensors have these names and shapes (what a strict
 `load_state_dict` checks). Computing the signature means building the model, which imports
-open_clip (~4 s on 2 cores: it pulls in transformers and torchvision); processes that only check a
+open_clip (seconds: it pulls in transformers and torchvision); processes that only check a
 checkpoint (the arbiter of `bentoml serve`, before any worker starts) read it from a small JSON
 cache instead. The cache key covers the config, the source of this package and the open_clip
 version, so any change to how the model is built computes a new signature.

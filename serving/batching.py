@@ -2,9 +2,9 @@
 
 BentoML's CORK dispatcher (what its batchable APIs use) sleeps to let a batch fill when its fitted
 cost model says a bigger batch is cheaper per item. For the served models on a CPU that is not
-so (the tiny default: 16 ms per image at batch 1 and 17-18 ms per image at batch 4 or 8 in fp32),
-and its waiting left the cores idle: 8.06 requests/s at concurrency 8 against 12.5 for the same
-server with batching off (bench/request_path.py, 2048x1024 PNG -> label PNG). Here nothing waits:
+so (the small default costs about as much per image at batch 4 or 8 as at batch 1 in fp32), and
+its waiting left the cores idle: fewer requests/s at concurrency 8 than the same server with
+batching off (bench/request_path.py, 2048x1024 PNG -> label PNG). Here nothing waits:
 one batch runs at a time (the CPU forward uses every core), and requests that arrive meanwhile
 form the next batch, up to `max_batch`. Under light load every request runs alone at once; under
 heavy load batches form by themselves, as with a queue delay of 0 in Triton's dynamic batcher.

@@ -1,13 +1,13 @@
 """Label maps -> PNG bytes (raw ids, Cityscapes label ids, colour, overlay) and base64 helpers.
 
-Encoder choice, measured on a 2-core CPU for a 2048x1024 map (min of 5, zlib level 1):
-- label map, mode L: cv2.imencode with the "up" row filter and zlib's run-length strategy, 4.5x
-  faster than PIL's default on a real Cityscapes label map and half its size (also faster and
-  smaller on noise and on blocky maps); PIL only chose filters per row adaptively;
-- colour map, palette mode P: PIL 3.6 ms (cv2 cannot write palette PNGs) -> PIL;
-- RGB overlay: cv2 156 ms vs PIL 202 ms (incl. the RGB->BGR swap) -> cv2.
-Compression level 1 throughout: level 6 costs 2-6x the time for files 2x smaller; level 1 keeps
-PNG encoding well below the forward pass.
+Encoder choice for a 2048x1024 map (timed by bench/request_path.py, BENCHMARKS.md "request-path"):
+- label map, mode L: cv2.imencode with the "up" row filter and zlib's run-length strategy, several
+  times faster than PIL's default on a real Cityscapes label map and about half its size (also on
+  noise and on blocky maps); PIL only chose filters per row adaptively;
+- colour map, palette mode P: PIL (cv2 cannot write palette PNGs; it is fast for 8-bit data);
+- RGB overlay: cv2, faster than PIL even with the RGB->BGR swap.
+Compression level 1 throughout: higher levels cost several times the time for files about half the
+size; level 1 keeps PNG encoding well below the forward pass.
 """
 
 from __future__ import annotations

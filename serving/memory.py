@@ -55,8 +55,8 @@ class MemoryTrimmer:
     right after the previous trim.
 
     Trimming after every batch keeps the resident set flat, but each trim hands back pages the next
-    request needs again, and faulting them back in cost about 20 ms per 2048x1024 request on the
-    2-core dev box (BENCHMARKS.md, HTTP section). With a slack, steady traffic reuses its freed
+    request needs again, and faulting them back in costs a noticeable share of a 2048x1024 request
+    (BENCHMARKS.md, HTTP section). With a slack, steady traffic reuses its freed
     heap, while fragmentation from changing image sizes (the creep trimming exists for) still
     triggers a trim once it adds up: the resident set stays within `slack_bytes` of the last
     post-trim size. `slack_bytes=0` trims after every batch. `read_rss` and `trim` are injectable

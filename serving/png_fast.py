@@ -1,10 +1,10 @@
 """The common PNG (8-bit grey, RGB or RGBA, one frame) decoded by OpenCV's libpng instead of PIL.
 
-Why (2048x1024 Cityscapes PNG, 2-core dev CPU, bench/request_path.py): PIL ~53 ms, cv2.imdecode
-~45 ms, and cv2 releases the GIL, so two requests decode in parallel (25 ms per image with two
-threads, PIL 43 ms); libspng (pyspng) was fastest alone (~40 ms) but holds the GIL, which stalls
-every other request and the event loop, so it lost under load. Pixels are identical to PIL's.
-Every chunk's length and CRC is checked here first (~1 ms for 2 MB) so that a cut or corrupt
+Why (bench/request_path.py, BENCHMARKS.md "request-path"): cv2.imdecode is a little faster than PIL
+on a 2048x1024 photo and releases the GIL, so two requests decode in parallel; libspng (pyspng)
+was fastest alone but holds the GIL, which stalls every other request and the event loop, so it
+lost under load. Pixels are identical to PIL's.
+Every chunk's length and CRC is checked here first (cheap next to decoding) so that a cut or corrupt
 file gets a message naming the chunk (cv2 only returns None). Anything else (palette, bit depths
 other than 8, a transparent colour (tRNS), EXIF orientation (eXIf), animation (acTL)) returns None
 and goes through PIL, whose conversions `serving.decode` defines.

@@ -136,7 +136,7 @@ def _cell_labels_and_confidence(logits: np.ndarray, size: tuple[int, int]) -> tu
     cell_x, weight_x = _axis_cells(out_w, w)
     labels = _cell_labels(best, clear)[cell_y][:, cell_x]
     confidence = cv2.resize(low_conf, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-    flat = np.flatnonzero(labels == _UNSURE)  # 1-D is ~2x faster than np.nonzero's two arrays
+    flat = np.flatnonzero(labels == _UNSURE)  # 1-D: cheaper than np.nonzero's two arrays
     if flat.size:
         hwk = np.ascontiguousarray(logits.transpose(1, 2, 0))  # one pixel's K logits are one row
         for lo in range(0, flat.size, _FULL_PATH_CHUNK):

@@ -13,8 +13,8 @@ profile's caption length L -> backend forward -> logits upsampled bilinearly to 
 then argmax and max softmax (the reference behaviour).
 
 Post-processing (`serving.postprocess`): the labels of "upsample every class's logits, then
-argmax", computed by the cell method (identical labels on the fixture frames; 3.9x faster at
-2048x1024). A batch runs only the forward (`forward_prepared`); each request's post-processing
+argmax", computed by the cell method (identical labels on the fixture frames; several times
+faster at 2048x1024, BENCHMARKS.md "request-path"). A batch runs only the forward (`forward_prepared`); each request's post-processing
 (`finish`) runs in its own thread afterwards, so that two requests' upsampling overlaps on two
 cores and the next batch's forward does not wait for the last one's post-processing.
 
