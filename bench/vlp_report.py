@@ -83,7 +83,12 @@ def run_section(run: Path) -> str:
         f"### `{run.name}`: {cfg['model']}, objective `{cfg['objective']}`",
         f"`python -m training.pretrain --model {cfg['model']} --objective {cfg['objective']} --out {run}`: "
         f"{report.get('trained_step', 0)} steps of {cfg['batch']} pairs ({cfg['crop']} px crops, lr {cfg['lr']}), "
-        f"{report.get('train_minutes', float('nan'))} min of training (corpus rendering apart).",
+        f"{report.get('train_minutes', float('nan'))} min of training wall time (corpus rendering apart)"
+        + (
+            f", {report['train_cpu_minutes']} CPU-min over all threads."
+            if "train_cpu_minutes" in report
+            else "."
+        ),
         "",
         markdown_table(["measure", "random towers", "trained towers"], _gate_rows(report), "lrr"),
     ]

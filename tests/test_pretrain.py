@@ -15,7 +15,7 @@ from training.pretrain.captions import SURFACE_WORDS, THINGS, object_caption, sc
 from training.pretrain.corpus import Corpus, CorpusError, build_corpus, scene_pairs
 from training.pretrain.gates import prompt_cosine, retrieval
 from training.pretrain.run import PretrainConfig, Tokens, build_towers, load_images, pretrain
-from training.state import StateError
+from training.state import StateError, read_state
 
 SCENES = 30
 
@@ -140,6 +140,10 @@ def test_short_pretraining_lowers_the_loss_learns_pairs_and_loads_strictly(corpu
     losses = [float(r.split(",")[1]) for r in (out / "log.csv").read_text().splitlines()[1:]]
     assert len(losses) == SHORT_STEPS and np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
     assert set(report["gates"]) == {"prompt_cosine", "retrieval_r1_over_chance"}  # no val set here
+    # CPU time of the steps (all threads) beside the wall time; both carried by the state file
+    assert report["train_cpu_minutes"] > 0 and report["train_minutes"] > 0
+    header, _ = read_state(out / "state.safetensors")
+    assert header["cpu_seconds"] > 0 and header["seconds"] > 0
     weights = out / "clip.safetensors"
     model = create_model("semidavil-tiny", pretrained=weights)  # strict keys, pos-embed 2x2 -> 8x8
     trained = build_towers(cfg)

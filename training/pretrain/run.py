@@ -234,10 +234,11 @@ def export_weights(clip: nn.Module, cfg: PretrainConfig, path: Path, step: int) 
 
 def _resume(
     state: Path, cfg: PretrainConfig, modules: dict[str, nn.Module], opt: torch.optim.Optimizer
-) -> tuple[int, float]:
-    """-> (step, training seconds so far) after loading `state` (one read), or (0, 0.0) without it."""
+) -> tuple[int, float, float]:
+    """-> (step, training wall seconds, training CPU seconds so far) after loading `state` (one
+    read), or (0, 0.0, 0.0) without it."""
     if not state.is_file():
-        return 0, 0.0
+        return 0, 0.0, 0.0
     header, tensors = read_state(state)
     saved = {k: v for k, v in header["config"].items() if k != "steps"}
     now = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k != "steps"}
@@ -247,7 +248,7 @@ def _resume(
             f"{state}: saved by a run with other settings ({', '.join(diff)}); use another --out"
         )
     apply_state(header, tensors, modules, opt)
-    return int(header["step"]), float(header.get("seconds", 0.0))
+    return int(header["step"]), float(header.get("seconds", 0.0)), float(header.get("cpu_seconds", 0.0))
 
 
 def step_batch(
@@ -268,8 +269,10 @@ def train(
     modules: dict[str, nn.Module],
     opt: torch.optim.Optimizer,
     log: Callable[[str], None],
-) -> tuple[int, float]:
-    """Resume from <out>/state.safetensors and train to `cfg.steps`; -> (last step, training seconds).
+) -> tuple[int, float, float]:
+    """Resume from <out>/state.safetensors and train to `cfg.steps`; -> (last step, training wall
+    seconds, training CPU seconds of this process, all threads). Wall time counts stretches where
+    the process was stopped or shared the cores; CPU time says what the steps cost.
 
     The next step's crops are read in a thread while this step computes (OpenCV and the
     memory-mapped reads release the GIL).
@@ -277,10 +280,10 @@ def train(
     clip: CLIP = modules["clip"]
     objective = modules["objective"]
     state = out / "state.safetensors"
-    step, seconds = _resume(state, cfg, modules, opt)
-    elapsed = seconds
+    step, seconds, cpu_seconds = _resume(state, cfg, modules, opt)
+    elapsed, cpu = seconds, cpu_seconds
     pool = corpus.split(holdout=False)
-    first, t0 = step, time.perf_counter()
+    first, t0, c0 = step, time.perf_counter(), time.process_time()
     with (out / "log.csv").open("a", newline="") as f, ThreadPoolExecutor(1) as reader:
         writer = csv.writer(f)
         if step == 0:
@@ -301,9 +304,11 @@ def train(
                 clip.logit_scale.clamp_(0, math.log(100))
             step += 1
             elapsed = seconds + time.perf_counter() - t0
+            cpu = cpu_seconds + time.process_time() - c0
             writer.writerow([step, f"{loss.item():.4f}", f"{lr:.3g}", f"{elapsed:.1f}"])
             if step % cfg.save_every == 0 or step == cfg.steps:
-                save_modules(state, step, modules, opt, {"config": asdict(cfg), "seconds": elapsed})
+                extra = {"config": asdict(cfg), "seconds": elapsed, "cpu_seconds": cpu}
+                save_modules(state, step, modules, opt, extra)
                 f.flush()
             if step % 25 == 0:
                 per_step = (time.perf_counter() - t0) / (step - first)
@@ -311,7 +316,7 @@ def train(
                     f"step {step}/{cfg.steps} loss {loss.item():.3f} lr {lr:.2e} "
                     f"{per_step:.2f} s/step, {per_step * (cfg.steps - step) / 60:.1f} min left"
                 )
-    return step, elapsed
+    return step, elapsed, cpu
 
 
 def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, workers: int = 0) -> dict[str, Any]:
@@ -337,13 +342,14 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, worker
         log("gates of the random towers ...")
         report = {"config": asdict(cfg), "random": evaluate_gates(clip, objective, cfg, corpus, tokens)}
         report_path.write_text(json.dumps(report, indent=1))
-    step, seconds = train(cfg, out, corpus, tokens, modules, opt, log)
+    step, seconds, cpu_seconds = train(cfg, out, corpus, tokens, modules, opt, log)
     export_weights(clip, cfg, out / "clip.safetensors", step)
     if "trained" not in report or report.get("trained_step") != step:
         log("gates of the trained towers ...")
         report["trained"] = evaluate_gates(clip, objective, cfg, corpus, tokens)
         report["trained_step"] = step
-        report["train_minutes"] = round(seconds / 60, 1)
+        report["train_minutes"] = round(seconds / 60, 1)  # wall time, stops and shared cores included
+        report["train_cpu_minutes"] = round(cpu_seconds / 60, 1)  # process CPU time, all threads
         report["gates"] = gate_verdicts(report["random"], report["trained"])
         report_path.write_text(json.dumps(report, indent=1))
     return report
