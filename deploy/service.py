@@ -135,7 +135,7 @@ def _ui_app() -> Any:
         return Starlette(routes=[Route("/{path:path}", _demo_off, methods=["GET", "POST"])])
     if not _in_bentoml_worker():
         # The arbiter (and `bentoml build`) only read the service's definition and serve nothing;
-        # the worker that serves /ui builds the demo (importing and building Gradio takes ~6 s).
+        # the worker that serves /ui builds the demo (importing and building Gradio takes seconds).
         return Starlette()
     try:
         from ui.app import build_ui_asgi
@@ -164,7 +164,7 @@ class SemiDAViLService:
 
     def __init__(self) -> None:
         # Imported here, in the worker: the predictor pulls in open_clip (with transformers,
-        # torchvision and torch._dynamo, ~5 s), which the arbiter, importing this module only to
+        # torchvision and torch._dynamo: seconds), which the arbiter, importing this module only to
         # read the service's definition before it starts the worker, does not need.
         from serving.predictor import Predictor
 

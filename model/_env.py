@@ -1,7 +1,7 @@
 """Process-wide switches that must be set before the hub, BentoML or Gradio libraries are imported.
 
 `HF_HUB_OFFLINE` only takes effect if it is set before `huggingface_hub` is first imported (set
-later, `open_clip.create_model(..., pretrained="openai")` spends ~47 s in retries before failing).
+later, `open_clip.create_model(..., pretrained="openai")` spends most of a minute in retries before failing).
 We default to offline and no telemetry; a user who wants downloads sets `SEMIDAVIL_ONLINE=1`.
 """
 

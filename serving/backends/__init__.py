@@ -1,10 +1,10 @@
 """Backends of the segmentation graph behind one interface (`Backend`); build them with `create_backend`.
 
 The factory's names load on first use (PEP 562): the factory imports every backend, and the compiled
-one imports open_clip (with transformers, torchvision and torch._dynamo, ~5 s), which importers of
-`serving.backends.base` alone (serving.settings and serving.options, through the agreement gate's
-default threshold) do not need. (The service's arbiter imports open_clip anyway: it verifies the
-checkpoint against its config before any worker starts.)
+one imports open_clip (with transformers, torchvision and torch._dynamo: seconds), which importers
+of `serving.backends.base` alone (serving.settings and serving.options, through the agreement gate's
+default threshold) do not need; nor does the service's arbiter, which vets the checkpoint against
+the cached weight signature (model/signature.py) before any worker starts.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.pretrain",
         description=(
             "Mini vision-language pre-training of a model config's open_clip towers on synthetic "
-            "crop-caption pairs in a third look (generated on first use, ~3 min). Resumable: run the "
+            "crop-caption pairs in a third look (generated on first use, minutes). Resumable: run the "
             "same command again. Writes <out>/clip.safetensors (for model.pretrained), report.json."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
