@@ -328,6 +328,8 @@ FAULT_NOTES = """What the fault checks establish:
 - the forward failing for one batch (`forward_error=<caption>`): that request gets a 500 with
   `{"error": {"code": "internal_error", "id": ...}}` and `X-Error-Id`, the id is in the server log,
   the next requests succeed and `/readyz` stays 200;
+- a slow forward (`slow_forward=<caption>`, with `SEMIDAVIL_TIMEOUT_S=3` on the same server) and an
+  upload slower than the deadline: 504 `timeout` at the deadline, then the same labels as before;
 - a missing, truncated or mismatched checkpoint at start-up: `bentoml serve` exits with code 2 and
   prints one line, `semidavil: cannot start: <file>: <problem>`;
 - a checkpoint write failing with ENOSPC part-way: the previous file is byte-identical and loads;
