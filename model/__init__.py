@@ -4,7 +4,7 @@ Importing the package sets offline/no-telemetry defaults (see `model._env`) and 
 shim before open_clip or transformers are imported.
 """
 
-from model._env import apply_env_defaults, install_torchvision_shim
+from model._env import apply_env_defaults, cache_dir, install_torchvision_shim
 
 apply_env_defaults()
 install_torchvision_shim()
@@ -22,6 +22,7 @@ __all__ = [
     "SegmentationGraph",
     "SemiDAViL",
     "TextEmbedder",
+    "cache_dir",
     "create_model",
     "get_model_config",
     "list_models",

@@ -8,6 +8,7 @@ We default to offline and no telemetry; a user who wants downloads sets `SEMIDAV
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 OFFLINE_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
@@ -30,6 +31,15 @@ def apply_env_defaults() -> None:
 def hub_is_offline() -> bool:
     """True when the Hugging Face hub may not be contacted."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def cache_dir() -> Path:
+    """Where this project caches derived files (weight signatures, compiled artefacts):
+    SEMIDAVIL_CACHE_DIR, else $XDG_CACHE_HOME/semidavil, else ~/.cache/semidavil."""
+    explicit = os.environ.get("SEMIDAVIL_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "semidavil"
 
 
 def install_torchvision_shim() -> None:

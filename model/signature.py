@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from model._env import cache_dir
 from model.atomic import atomic_write_text
 from model.config import ModelConfig
 
@@ -27,15 +27,6 @@ logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 Signature = dict[str, tuple[int, ...]]
-
-
-def cache_dir() -> Path:
-    """SEMIDAVIL_CACHE_DIR, else $XDG_CACHE_HOME/semidavil, else ~/.cache/semidavil."""
-    explicit = os.environ.get("SEMIDAVIL_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "semidavil"
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from model import cache_dir
 from serving.decode import Limits
 from serving.options import PredictorOptions
 
@@ -90,9 +91,7 @@ class ServiceSettings:
         """Where `auto` caches its probe (and the compiled candidates), or None when probing is off."""
         if self.backend_probe == "off":
             return None
-        return self.artifacts or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "semidavil", "artifacts"
-        )
+        return self.artifacts or str(cache_dir() / "artifacts")
 
     @classmethod
     def from_env(cls) -> ServiceSettings:

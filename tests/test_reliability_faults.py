@@ -140,8 +140,9 @@ def test_raising_captioner_degrades_the_prediction_and_says_why() -> None:
 # Over HTTP: degraded responses and one failing batch
 
 
-def _segment(http: httpx.Client, **fields: str) -> httpx.Response:
-    files = {"image": ("a.png", png(noise(64, 48)), "image/png")}
+def _segment(http: httpx.Client, image: bytes | None = None, **fields: str) -> httpx.Response:
+    """POST /segment with `image` (default: a 64x48 noise PNG) and form `fields`."""
+    files = {"image": ("a.png", image if image is not None else png(noise(64, 48)), "image/png")}
     return http.post("/segment", files=files, data=fields, timeout=60)
 
 
@@ -219,14 +220,10 @@ def reference(hanging: httpx.Client) -> tuple[bytes, np.ndarray]:
     """A quick request (well within the deadline) and its label map, taken before any 504."""
     image = png(noise(96, 64, seed=11))
     start = time.monotonic()
-    response = _post(hanging, image, output="label_png", caption="a road")
+    response = _segment(hanging, image, output="label_png", caption="a road")
     assert time.monotonic() - start < DEADLINE_S
     assert response.status_code == 200, response.text
     return image, decode_png(response.content)
-
-
-def _post(http: httpx.Client, image: bytes, **fields: str) -> httpx.Response:
-    return http.post("/segment", files={"image": ("a.png", image, "image/png")}, data=fields, timeout=60)
 
 
 def _served_again(http: httpx.Client, reference: tuple[bytes, np.ndarray]) -> None:
@@ -234,7 +231,7 @@ def _served_again(http: httpx.Client, reference: tuple[bytes, np.ndarray]) -> No
     image, expected = reference
     deadline = time.monotonic() + 90
     while True:
-        response = _post(http, image, output="label_png", caption="a road")
+        response = _segment(http, image, output="label_png", caption="a road")
         if response.status_code == 200 or time.monotonic() > deadline:
             break
         assert_error(response, 504, "timeout")
@@ -261,7 +258,7 @@ class TestRequestDeadline:
 
     def test_slow_forward_gets_504(self, hanging: httpx.Client, reference: tuple[bytes, np.ndarray]) -> None:
         start = time.monotonic()
-        assert_error(_post(hanging, reference[0], output="json", caption=SLOW), 504, "timeout")
+        assert_error(_segment(hanging, reference[0], output="json", caption=SLOW), 504, "timeout")
         assert time.monotonic() - start < SLOW_FORWARD_S  # answered at the deadline, not after the work
         _served_again(hanging, reference)
         text = hanging.get("/metrics").text

@@ -50,7 +50,7 @@ def test_an_unwritable_cache_still_gives_the_signature(tmp_path):
 
 
 def test_vetting_a_checkpoint_with_a_warm_cache_does_not_import_open_clip(tmp_path):
-    """What the arbiter of `bentoml serve` does at start (~4 s less per start on 2 cores)."""
+    """What the arbiter of `bentoml serve` does at start, before any worker."""
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(path, create_model("semidavil-tiny").eval(), CITYSCAPES_CLASSES, {}, {})
     sig.weight_signature(get_model_config("semidavil-tiny"), tmp_path / "cache")  # warm, in this process

@@ -19,10 +19,8 @@ __all__ = ["CONFIG_DIR", "ConfigError", "RunConfig", "config_from_dict", "dump",
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-FREE_FORM_KEYS = (
-    "data.source",
-    "data.target",
-)  # source and target keys differ; schema.DatasetBlock checks them
+# The source and target blocks have different keys; schema.DatasetBlock checks them.
+FREE_FORM_KEYS = ("data.source", "data.target")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -147,7 +145,6 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("invalid config: method.ct needs the 'unlabeled' stream")
 
 
-def dump(config: RunConfig | dict[str, Any], path: str | Path) -> None:
+def dump(config: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    plain = config.to_dict() if isinstance(config, RunConfig) else config
-    Path(path).write_text(yaml.safe_dump(plain, sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -173,19 +173,6 @@ class RunConfig:
         """The plain dict (lists, not tuples), as YAML and JSON write it."""
         return _plain(dataclasses.asdict(self))
 
-    def replace(self, **changes: Any) -> RunConfig:
-        """A copy with dotted keys changed: `cfg.replace(**{"optim.iters": 10})`."""
-        data = self.to_dict()
-        for dotted, value in changes.items():
-            *parents, last = dotted.split(".")
-            node = data
-            for key in parents:
-                node = node[key]
-            if last not in node:
-                raise ConfigError(f"unknown config key {dotted!r}")
-            node[last] = value
-        return RunConfig.from_dict(data)
-
 
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):

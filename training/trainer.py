@@ -188,7 +188,7 @@ class Trainer:
     def _batch_size(self, stream: str) -> int:
         b = self.cfg.data.batch
         return (
-            2 * b.unlabeled if stream == "unlabeled" else int(getattr(b, stream))
+            2 * b.unlabeled if stream == "unlabeled" else getattr(b, stream)
         )  # unlabeled: main + CutMix partner
 
     def _loaders(self, start_micro: int, total_micro: int) -> dict[str, Iterator[dict[str, Any]]]:

@@ -29,9 +29,8 @@ def class_prompts_for(config: RunConfig) -> list[list[str]]:
     return get_class_set(class_set_name(config)).prompts()
 
 
-def _captions(block: DatasetBlock, key: str, config: RunConfig) -> Path | None:
-    """The captions file `key` of a dataset block (relative to its root), or None without captions."""
-    name = getattr(block, key)
+def _captions(block: DatasetBlock, name: str | None, config: RunConfig) -> Path | None:
+    """A dataset block's captions file `name` (relative to its root), or None without captions."""
     if not config.data.use_captions or not name:
         return None
     path = Path(name)
@@ -77,7 +76,7 @@ def build_source(config: RunConfig) -> Any:
     block = config.data.source
     common: dict[str, Any] = {
         "resize": block.resize,
-        "captions_file": _captions(block, "captions", config),
+        "captions_file": _captions(block, block.captions, config),
         "cache": block.cache,
     }
     if block.type == "gta5":
@@ -137,7 +136,7 @@ def build_target_train(config: RunConfig, names: list[str], labeled: bool) -> Ci
         names=names,
         extra_dirs=() if labeled else block.unlabeled_dirs,
         resize=block.resize,
-        captions_file=_captions(block, "captions_train", config),
+        captions_file=_captions(block, block.captions_train, config),
         cache=block.cache,
     )
     return shuffle_captions(data, config, "target_labeled" if labeled else "target_unlabeled")
@@ -165,6 +164,6 @@ def build_val_dataset(config: RunConfig) -> CityscapesDataset:
         "train" if held else "val",
         config.data.num_classes,
         names=held or None,
-        captions_file=_captions(block, "captions_train" if held else "captions_val", config),
+        captions_file=_captions(block, block.captions_train if held else block.captions_val, config),
     )
     return shuffle_captions(data, config, "target_val")
