@@ -17,7 +17,8 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,27 @@ def section_header(title: str, quick: str, command: str, settings: str, machine:
         format_machine(machine),
         "",
     ]
+
+
+@dataclass(frozen=True)
+class Col:
+    """One column of a generated table: its header, how a row's cell is made, and its alignment
+    (l, r or c)."""
+
+    header: str
+    cell: Callable[[Any], Any]
+    align: str = "l"
+
+
+def table(columns: Sequence[Col], rows: Iterable[Any]) -> str:
+    """A GitHub Markdown table with one line per row, each cell made by its column's spec."""
+    cells = [[col.cell(row) for col in columns] for row in rows]
+    return markdown_table([c.header for c in columns], cells, "".join(c.align for c in columns))
+
+
+def sections(*parts: tuple[str, str]) -> list[str]:
+    """`### title`, a blank line, the body and a blank line for each (title, body): report lines."""
+    return [line for title, body in parts for line in (f"### {title}", "", body, "")]
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:

@@ -35,6 +35,7 @@ import torch
 import model
 from bench.common import (
     BENCHMARKS_MD,
+    Col,
     command_line,
     machine_info,
     markdown_table,
@@ -43,6 +44,7 @@ from bench.common import (
     section_header,
     split_list,
     synthetic_inputs,
+    table,
     write_section,
 )
 from bench.flops import (
@@ -134,10 +136,6 @@ def _g(flops: int) -> str:
     return "0" if flops == 0 else (f"{g:.2f}" if g >= 1 else f"{g:.4f}")
 
 
-def _n(count: int) -> str:
-    return f"{count:,}"
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
@@ -146,60 +144,47 @@ def _size(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
+# One parameter row per (label, modules, key of the counts, shown only when non-zero).
+PARAM_ROWS = (
+    *((STAGE_LABELS[s], STAGE_MODULES[s], s, False) for s in STAGES),
+    ("other (graph)", "seg, outside the stages", "seg_other", True),
+    ("**graph total**", "seg", "seg", False),
+    ("text tower (frozen)", "model.text, outside the graph", "text", False),
+    ("other (model)", "model, outside seg and text", "model_other", True),
+    ("**model total**", "seg + text", "model", False),
+)
+
+
 def params_table(results: Sequence[dict[str, Any]]) -> str:
     rows = []
     for res in results:
-        p = res["params"]
-        for stage in STAGES:
-            rows.append(
-                [
-                    res["config"],
-                    STAGE_LABELS[stage],
-                    STAGE_MODULES[stage],
-                    _n(p[stage]["all"]),
-                    _n(p[stage]["trainable"]),
-                ]
-            )
-        if p["seg_other"]["all"]:
-            rows.append(
-                [
-                    res["config"],
-                    "other (graph)",
-                    "seg, outside the stages",
-                    _n(p["seg_other"]["all"]),
-                    _n(p["seg_other"]["trainable"]),
-                ]
-            )
-        rows.append([res["config"], "**graph total**", "seg", _n(p["seg"]["all"]), _n(p["seg"]["trainable"])])
-        rows.append(
-            [
-                res["config"],
-                "text tower (frozen)",
-                "model.text, outside the graph",
-                _n(p["text"]["all"]),
-                _n(p["text"]["trainable"]),
-            ]
-        )
-        if p["model_other"]["all"]:
-            rows.append(
-                [
-                    res["config"],
-                    "other (model)",
-                    "model, outside seg and text",
-                    _n(p["model_other"]["all"]),
-                    _n(p["model_other"]["trainable"]),
-                ]
-            )
-        rows.append(
-            [
-                res["config"],
-                "**model total**",
-                "seg + text",
-                _n(p["model"]["all"]),
-                _n(p["model"]["trainable"]),
-            ]
-        )
+        for label, modules, key, if_any in PARAM_ROWS:
+            counts = res["params"][key]
+            if counts["all"] or not if_any:
+                rows.append([res["config"], label, modules, f"{counts['all']:,}", f"{counts['trainable']:,}"])
     return markdown_table(["Config", "Stage", "Modules", "Params", "Trainable"], rows, "lllrr")
+
+
+def _cost_row(
+    config: str, run: dict[str, Any], label: str, flops: dict[str, Any], t: Any, share: str
+) -> list[str]:
+    """One row of the cost table; `t` is a timing dict, or a bare sum of medians (no spread)."""
+    spread = (
+        ["", ""]
+        if isinstance(t, float)
+        else [f"{_ms(t['min'])}–{_ms(t['max'])}", f"{_ms(t['p25'])}–{_ms(t['p75'])}"]
+    )
+    median = t if isinstance(t, float) else t["median"]
+    return [
+        config,
+        _size(run["size"]),
+        label,
+        _g(flops["flops"]),
+        _g(flops["attention_flops"]),
+        _ms(median),
+        *spread,
+        share,
+    ]
 
 
 def cost_table(results: Sequence[dict[str, Any]]) -> str:
@@ -208,46 +193,15 @@ def cost_table(results: Sequence[dict[str, Any]]) -> str:
         for run in res["runs"]:
             stage_sum = sum(run["times"][s]["median"] for s in STAGES)
             for stage in STAGES:
-                f, t = run["flops"][stage], run["times"][stage]
-                rows.append(
-                    [
-                        res["config"],
-                        _size(run["size"]),
-                        STAGE_LABELS[stage],
-                        _g(f["flops"]),
-                        _g(f["attention_flops"]),
-                        _ms(t["median"]),
-                        f"{_ms(t['min'])}–{_ms(t['max'])}",
-                        f"{_ms(t['p25'])}–{_ms(t['p75'])}",
-                        _pct(t["median"] / stage_sum) if stage_sum else "-",
-                    ]
+                t = run["times"][stage]
+                share = _pct(t["median"] / stage_sum) if stage_sum else "-"
+                rows.append(_cost_row(res["config"], run, STAGE_LABELS[stage], run["flops"][stage], t, share))
+            total = {key: sum(run["flops"][s][key] for s in STAGES) for key in ("flops", "attention_flops")}
+            rows.append(_cost_row(res["config"], run, "sum of stages", total, float(stage_sum), "100.0 %"))
+            rows.append(
+                _cost_row(
+                    res["config"], run, "whole graph (seg forward)", run["whole_flops"], run["whole_time"], ""
                 )
-            rows.append(
-                [
-                    res["config"],
-                    _size(run["size"]),
-                    "sum of stages",
-                    _g(sum(run["flops"][s]["flops"] for s in STAGES)),
-                    _g(sum(run["flops"][s]["attention_flops"] for s in STAGES)),
-                    _ms(stage_sum),
-                    "",
-                    "",
-                    "100.0 %",
-                ]
-            )
-            w, wt = run["whole_flops"], run["whole_time"]
-            rows.append(
-                [
-                    res["config"],
-                    _size(run["size"]),
-                    "whole graph (seg forward)",
-                    _g(w["flops"]),
-                    _g(w["attention_flops"]),
-                    _ms(wt["median"]),
-                    f"{_ms(wt['min'])}–{_ms(wt['max'])}",
-                    f"{_ms(wt['p25'])}–{_ms(wt['p75'])}",
-                    "",
-                ]
             )
     header = [
         "Config",
@@ -263,43 +217,33 @@ def cost_table(results: Sequence[dict[str, Any]]) -> str:
     return markdown_table(header, rows, "lllrrrrrr")
 
 
+def _verdict(config: str, run: dict[str, Any]) -> str:
+    if config != TARGET_CONFIG:
+        return "(info: the target is for the paper model)"
+    if tuple(run["size"]) != TARGET_SIZE:
+        return "(info: not the target size)"
+    return "PASS" if run["ratio"] <= TARGET_RATIO else "FAIL"
+
+
+def _stage_ms(stage: str, label: str) -> Col:
+    return Col(f"{label} ms", lambda cr: _ms(cr[1]["times"][stage]["median"]), "r")
+
+
+TARGET_COLUMNS = (
+    Col("Config", lambda cr: cr[0]),
+    Col("Input", lambda cr: _size(cr[1]["size"])),
+    _stage_ms("backbone", "Backbone"),
+    _stage_ms("dlg", "DLG"),
+    _stage_ms("decoder", "Decoder"),
+    Col("(DLG + decoder) / backbone", lambda cr: _pct(cr[1]["ratio"]), "r"),
+    Col("same, from min times", lambda cr: _pct(cr[1]["ratio_min"]), "r"),
+    Col("incl. final upsample", lambda cr: _pct(cr[1]["ratio_with_upsample"]), "r"),
+    Col(f"vs {TARGET_RATIO:.0%}", lambda cr: _verdict(*cr)),
+)
+
+
 def target_table(results: Sequence[dict[str, Any]]) -> str:
-    rows = []
-    for res in results:
-        for run in res["runs"]:
-            t = run["times"]
-            at_target = tuple(run["size"]) == TARGET_SIZE
-            if res["config"] != TARGET_CONFIG:
-                verdict = "(info: the target is for the paper model)"
-            elif not at_target:
-                verdict = "(info: not the target size)"
-            else:
-                verdict = "PASS" if run["ratio"] <= TARGET_RATIO else "FAIL"
-            rows.append(
-                [
-                    res["config"],
-                    _size(run["size"]),
-                    _ms(t["backbone"]["median"]),
-                    _ms(t["dlg"]["median"]),
-                    _ms(t["decoder"]["median"]),
-                    _pct(run["ratio"]),
-                    _pct(run["ratio_min"]),
-                    _pct(run["ratio_with_upsample"]),
-                    verdict,
-                ]
-            )
-    header = [
-        "Config",
-        "Input",
-        "Backbone ms",
-        "DLG ms",
-        "Decoder ms",
-        "(DLG + decoder) / backbone",
-        "same, from min times",
-        "incl. final upsample",
-        f"vs {TARGET_RATIO:.0%}",
-    ]
-    return markdown_table(header, rows, "llrrrrrrl")
+    return table(TARGET_COLUMNS, [(res["config"], run) for res in results for run in res["runs"]])
 
 
 def notes(results: Sequence[dict[str, Any]], custom: dict[Any, Any]) -> str:

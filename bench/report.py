@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import fmt_num, fmt_stat, markdown_table, section_header
+from bench.common import Col, fmt_num, fmt_stat, markdown_table, section_header, sections, table
 
 BACKBONE_FRACTION = 0.50
 GRAPH_OVER_BACKBONE = 1.25
@@ -210,75 +210,71 @@ def evaluate_targets(results: dict[str, Any], plan: dict[str, Any]) -> list[Targ
 # ------------------------------------------------------------------------------------------ tables
 
 
-def targets_table(rows: Sequence[TargetRow]) -> str:
-    return markdown_table(
-        ("Target", "Bar", "Measured", "Verdict"), [(r.name, r.target, r.measured, r.verdict) for r in rows]
+def _peak_pct(results: dict[str, Any], r: dict[str, Any], seconds: float) -> str:
+    """Achieved FLOP/s of `r["flops"]` in `seconds` as a share of the matmul peak at its precision."""
+    peak = matmul_peak(results, r["precision"])
+    return _pct(r["flops"] / seconds / peak if peak else None)
+
+
+TARGET_COLUMNS = (
+    Col("Target", lambda r: r.name),
+    Col("Bar", lambda r: r.target),
+    Col("Measured", lambda r: r.measured),
+    Col("Verdict", lambda r: r.verdict),
+)
+MATMUL_COLUMNS = (
+    Col("Precision", lambda r: r["precision"]),
+    Col("n", lambda r: r["n"], "r"),
+    Col("Median ms (min–max)", lambda r: fmt_stat(r["time"]), "r"),
+    Col("GFLOP/s (median)", lambda r: fmt_num(r["flops_per_s"] / 1e9), "r"),
+    Col(
+        "GFLOP/s range",
+        lambda r: f"{fmt_num(r['flops_per_s_min'] / 1e9)}–{fmt_num(r['flops_per_s_max'] / 1e9)}",
+        "r",
+    ),
+)
+SETTING_COLUMNS = (
+    Col("Config", lambda r: r["config"]),
+    Col("Input", lambda r: _size(r["size"])),
+    Col("Batch", lambda r: r["batch"]),
+    Col("Precision", lambda r: r["precision"]),
+)
+
+
+def tower_columns(results: dict[str, Any]) -> tuple[Col, ...]:
+    return (
+        *SETTING_COLUMNS[:3],
+        Col("Precision", lambda r: r["precision"], "r"),
+        Col("Median ms (min–max)", lambda r: fmt_stat(r["time"]), "r"),
+        Col("GFLOPs", lambda r: fmt_num(r["flops"] / 1e9), "r"),
+        Col("GFLOP/s", lambda r: fmt_num(r["flops"] / r["time"]["median"] / 1e9), "r"),
+        Col("% of matmul peak", lambda r: _peak_pct(results, r, r["time"]["median"]), "r"),
     )
+
+
+def targets_table(rows: Sequence[TargetRow]) -> str:
+    return table(TARGET_COLUMNS, rows)
 
 
 def floor_tables(results: dict[str, Any]) -> str:
     floor = results.get("floor")
     if not floor:
         return "_not run_"
-    mm = markdown_table(
-        ("Precision", "n", "Median ms (min–max)", "GFLOP/s (median)", "GFLOP/s range"),
-        [
-            (
-                r["precision"],
-                r["n"],
-                fmt_stat(r["time"]),
-                fmt_num(r["flops_per_s"] / 1e9),
-                f"{fmt_num(r['flops_per_s_min'] / 1e9)}–{fmt_num(r['flops_per_s_max'] / 1e9)}",
-            )
-            for r in floor["matmul"]["runs"]
-        ],
-        "lrrrr",
-    )
     best = ", ".join(
         f"{p}: {fmt_num(b['flops_per_s'] / 1e9)} GFLOP/s (n = {b['n']})"
         for p, b in floor["matmul"]["best"].items()
-    )
-    towers = markdown_table(
-        (
-            "Config",
-            "Input",
-            "Batch",
-            "Precision",
-            "Median ms (min–max)",
-            "GFLOPs",
-            "GFLOP/s",
-            "% of matmul peak",
-        ),
-        [
-            (
-                r["config"],
-                _size(r["size"]),
-                r["batch"],
-                r["precision"],
-                fmt_stat(r["time"]),
-                fmt_num(r["flops"] / 1e9),
-                fmt_num(r["flops"] / r["time"]["median"] / 1e9),
-                _pct(
-                    r["flops"] / r["time"]["median"] / peak
-                    if (peak := matmul_peak(results, r["precision"]))
-                    else None
-                ),
-            )
-            for r in floor["visual"]
-        ],
-        "lllrrrrr",
     )
     return "\n".join(
         [
             "Matrix products (`torch.mm`, square n x n, 2n³ FLOPs):",
             "",
-            mm,
+            table(MATMUL_COLUMNS, floor["matmul"]["runs"]),
             "",
             f"Measured peak (best median): {best}.",
             "",
             "Plain open_clip visual tower (`VisionTransformer` built for the input size, pooled output):",
             "",
-            towers,
+            table(tower_columns(results), floor["visual"]),
         ]
     )
 
@@ -295,63 +291,112 @@ STAGE_COLUMNS = (
 )
 
 
+def _request_rows(req: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(stage, time, what) of the per-request stages, which do not depend on the model."""
+    image = f"{req['image']} ({_size(req['image_size'])}, {req['bytes']:,} bytes)"
+    rows = [("decode", fmt_stat(req.get("decode")), image)]
+    if "caption_miss" in req:
+        rows.append(("caption (cache miss)", fmt_stat(req["caption_miss"]), req.get("captioner", "")))
+        rows.append(("caption (cache hit)", fmt_stat(req["caption_hit"]), "content-hash cache"))
+    else:
+        rows.append(("caption", "n/a", req.get("caption_error", "")))
+    rows.append(("PNG encode (label map)", fmt_stat(req.get("png_encode")), "2048x1024 uint8, zlib level 1"))
+    return rows
+
+
+def stage_columns(results: dict[str, Any]) -> tuple[Col, ...]:
+    def over_tower(r: dict[str, Any]) -> str:
+        tower = _tower_row(results, r["config"], r["size"], r["batch"], r["precision"])
+        return f"{r['times']['whole']['median'] / tower['time']['median']:.2f}x" if tower else "n/a"
+
+    def time_col(key: str, label: str) -> Col:
+        return Col(label, lambda r: fmt_stat(r["times"].get(key)), "r")
+
+    return (
+        *SETTING_COLUMNS,
+        *(time_col(key, label) for key, label in STAGE_COLUMNS),
+        Col(
+            "backbone GFLOP/s",
+            lambda r: fmt_num(r["backbone_flops"] / r["times"]["backbone"]["median"] / 1e9),
+            "r",
+        ),
+        Col("% of matmul peak", lambda r: _pct(backbone_fraction(results, r)), "r"),
+        Col("graph / plain tower", over_tower, "r"),
+    )
+
+
 def stage_tables(results: dict[str, Any]) -> str:
     stages = results.get("stages")
     if not stages:
         return "_not run_"
-    req = stages["request"]
-    req_rows = [
-        (
-            "decode",
-            fmt_stat(req.get("decode")),
-            f"{req['image']} ({_size(req['image_size'])}, {req['bytes']:,} bytes)",
-        )
-    ]
-    if "caption_miss" in req:
-        req_rows.append(("caption (cache miss)", fmt_stat(req["caption_miss"]), req.get("captioner", "")))
-        req_rows.append(("caption (cache hit)", fmt_stat(req["caption_hit"]), "content-hash cache"))
-    else:
-        req_rows.append(("caption", "n/a", req.get("caption_error", "")))
-    req_rows.append(
-        ("PNG encode (label map)", fmt_stat(req.get("png_encode")), "2048x1024 uint8, zlib level 1")
-    )
-    header = (
-        "Config",
-        "Input",
-        "Batch",
-        "Precision",
-        *(label for _, label in STAGE_COLUMNS),
-        "backbone GFLOP/s",
-        "% of matmul peak",
-        "graph / plain tower",
-    )
-    rows = []
-    for r in stages["rows"]:
-        t = r["times"]
-        tower = _tower_row(results, r["config"], r["size"], r["batch"], r["precision"])
-        achieved = r["backbone_flops"] / t["backbone"]["median"]
-        rows.append(
-            (
-                r["config"],
-                _size(r["size"]),
-                r["batch"],
-                r["precision"],
-                *(fmt_stat(t.get(key)) for key, _ in STAGE_COLUMNS),
-                fmt_num(achieved / 1e9),
-                _pct(backbone_fraction(results, r)),
-                f"{t['whole']['median'] / tower['time']['median']:.2f}x" if tower else "n/a",
-            )
-        )
     return "\n".join(
         [
             "Per request (independent of the model):",
             "",
-            markdown_table(("Stage", "Median ms (min–max)", "What"), req_rows, "lrl"),
+            markdown_table(("Stage", "Median ms (min–max)", "What"), _request_rows(stages["request"]), "lrl"),
             "",
             "Per model setting (ms, median (min–max); upsample+argmax is per image):",
             "",
-            markdown_table(header, rows, "llll" + "r" * (len(header) - 4)),
+            table(stage_columns(results), stages["rows"]),
         ]
+    )
+
+
+def _unless_error(cell: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """A cell that stays empty in a row that records an error (the error goes in the last column)."""
+    return lambda r: "" if r.get("error") else cell(r)
+
+
+def _speedup(value: float | None) -> str:
+    return f"{value:.2f}x" if value else "n/a"
+
+
+def backend_columns(m: dict[str, Any]) -> tuple[Col, ...]:
+    bmax, chosen = max(m["batches"]), m["chosen"]
+
+    def agreement(key: str) -> Callable[[dict[str, Any]], str]:
+        return _unless_error(lambda r: f"{r['agreement'][key] * 100:.3f} %")
+
+    return (
+        Col("Backend", lambda r: r["backend"] + (" **(default)**" if r["backend"] == chosen else "")),
+        Col("Build + first call s", _unless_error(lambda r: fmt_num(r.get("build_s"))), "r"),
+        Col("Batch 1 ms", _unless_error(lambda r: fmt_stat(r.get("latency_b1"))), "r"),
+        Col(
+            f"Batch {bmax} ms per image", _unless_error(lambda r: fmt_stat(r.get(f"per_image_b{bmax}"))), "r"
+        ),
+        Col("Speed-up b1", _unless_error(lambda r: _speedup(r.get("speedup_b1"))), "r"),
+        Col(f"Speed-up b{bmax}", _unless_error(lambda r: _speedup(r.get(f"speedup_b{bmax}"))), "r"),
+        Col("Agreement (gated)", agreement("argmax_agreement"), "r"),
+        Col("Agreement (all px)", agreement("argmax_agreement_all"), "r"),
+        Col("Max abs err", _unless_error(lambda r: fmt_num(r["agreement"]["max_abs_error"])), "r"),
+        Col(
+            "≥ 99.5 %",
+            lambda r: (
+                r["error"]
+                if r.get("error")
+                else ("yes" if r["agreement"]["argmax_agreement"] >= AGREEMENT else "no")
+            ),
+        ),
+    )
+
+
+def _backend_intro(m: dict[str, Any]) -> str:
+    weights = (
+        f"checkpoint `{m['checkpoint']}`"
+        if m.get("checkpoint")
+        else "random weights (no trained checkpoint: agreement is only indicative)"
+    )
+    written = (
+        f", written to `{m['choice_written']}`"
+        if m.get("choice_written")
+        else " (not written; `--write-choice`)"
+    )
+    return (
+        f"**{m['model']}** at {_size(m['size'])}, K = {m['num_classes']}, L = {m['caption_length']}, "
+        f"{weights}, sha256 {m['checkpoint_sha256'][:12]}; gated agreement over pixels whose fp32 top-2 "
+        f"margin > {m['margin']}; images: {len(m['agreement_images'])} shared fixture frame(s) "
+        f"({m['agreement_pixels_per_image']:,} px each at the working size). CPU features: "
+        f"{m['cpu_features']}. Default (fastest at batch 1 with ≥ 99.5 %): **{m['chosen']}**{written}."
     )
 
 
@@ -361,60 +406,7 @@ def backend_tables(results: dict[str, Any]) -> str:
         return "_not run_"
     parts = []
     for m in backends["models"]:
-        bmax = max(m["batches"])
-        header = (
-            "Backend",
-            "Build + first call s",
-            "Batch 1 ms",
-            f"Batch {bmax} ms per image",
-            "Speed-up b1",
-            f"Speed-up b{bmax}",
-            "Agreement (gated)",
-            "Agreement (all px)",
-            "Max abs err",
-            "≥ 99.5 %",
-        )
-        rows = []
-        for r in m["rows"]:
-            if r.get("error"):
-                rows.append((r["backend"], "", "", "", "", "", "", "", "", r["error"]))
-                continue
-            a = r["agreement"]
-            rows.append(
-                (
-                    r["backend"] + (" **(default)**" if r["backend"] == m["chosen"] else ""),
-                    fmt_num(r.get("build_s")),
-                    fmt_stat(r.get("latency_b1")),
-                    fmt_stat(r.get(f"per_image_b{bmax}")),
-                    f"{r['speedup_b1']:.2f}x" if r.get("speedup_b1") else "n/a",
-                    f"{r[f'speedup_b{bmax}']:.2f}x" if r.get(f"speedup_b{bmax}") else "n/a",
-                    f"{a['argmax_agreement'] * 100:.3f} %",
-                    f"{a['argmax_agreement_all'] * 100:.3f} %",
-                    fmt_num(a["max_abs_error"]),
-                    "yes" if a["argmax_agreement"] >= AGREEMENT else "no",
-                )
-            )
-        weights = (
-            f"checkpoint `{m['checkpoint']}`"
-            if m.get("checkpoint")
-            else "random weights (no trained checkpoint: agreement is only indicative)"
-        )
-        parts += [
-            f"**{m['model']}** at {_size(m['size'])}, K = {m['num_classes']}, L = {m['caption_length']}, "
-            f"{weights}, sha256 {m['checkpoint_sha256'][:12]}; gated agreement over pixels whose fp32 top-2 "
-            f"margin > {m['margin']}; images: {len(m['agreement_images'])} shared fixture frame(s) "
-            f"({m['agreement_pixels_per_image']:,} px each at the working size). CPU features: "
-            f"{m['cpu_features']}. Default (fastest at batch 1 with ≥ 99.5 %): **{m['chosen']}**"
-            + (
-                f", written to `{m['choice_written']}`"
-                if m.get("choice_written")
-                else " (not written; `--write-choice`)"
-            )
-            + ".",
-            "",
-            markdown_table(header, rows, "lrrrrrrrrl"),
-            "",
-        ]
+        parts += [_backend_intro(m), "", table(backend_columns(m), m["rows"]), ""]
     if not backends.get("gpu"):
         parts.append(f"Torch-TensorRT (tensorrt-fp16, tensorrt-bf16): {NO_GPU}.")
     return "\n".join(parts)
@@ -439,148 +431,138 @@ def _trim_rows(before: dict[str, Any] | None) -> list[tuple[str, str, Any]]:
     ]
 
 
+def _latency_rows(http: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    output, batched = http.get("output", "json"), http["batched"]
+    server = batched.get("server_total")
+    return [
+        (
+            f"in-process `Predictor.predict` + {output} response (alternating with the next row)",
+            fmt_stat(http["inprocess"]["latency"]),
+            http["inprocess"]["latency"]["n"],
+        ),
+        (
+            f"HTTP POST /segment (output={output})",
+            fmt_stat(batched.get("latency")),
+            (batched.get("latency") or {}).get("n", ""),
+        ),
+        (
+            "of which the predictor inside the server (response `timings_ms.total`)",
+            fmt_stat(server) if server else "n/a",
+            (server or {}).get("n", ""),
+        ),
+        *_trim_rows(http.get("trim_every_batch")),
+    ]
+
+
+def throughput_columns(http: dict[str, Any]) -> tuple[Col, ...]:
+    def level(kind: str, c: int) -> Any:
+        return http[kind]["throughput"].get(str(c))
+
+    def cell(kind: str, make: Callable[[dict[str, Any]], str], empty: str = "") -> Callable[[int], str]:
+        return lambda c: make(got) if (got := level(kind, c)) else empty
+
+    return (
+        Col("Concurrency", lambda c: c, "r"),
+        Col("Batching: req/s", cell("batched", lambda b: fmt_stat(b["requests_per_s"], 1.0), "n/a"), "r"),
+        Col(
+            "mean batch", cell("batched", lambda b: f"{b['mean_batch']:.2f} (max {b['max_batch_seen']})"), "r"
+        ),
+        Col("latency ms", cell("batched", lambda b: fmt_stat(b["latency_median_s"])), "r"),
+        Col(
+            "No batching (max batch 1): req/s",
+            cell("unbatched", lambda u: fmt_stat(u["requests_per_s"], 1.0), "n/a"),
+            "r",
+        ),
+        Col("latency ms", cell("unbatched", lambda u: fmt_stat(u["latency_median_s"])), "r"),
+    )
+
+
 def http_tables(results: dict[str, Any]) -> str:
     http = results.get("http")
     if not http:
         return "_not run_"
-    lat = markdown_table(
-        ("Path", "Median ms (min–max)", "n"),
-        [
-            (
-                f"in-process `Predictor.predict` + {http.get('output', 'json')} response (alternating with the next row)",
-                fmt_stat(http["inprocess"]["latency"]),
-                http["inprocess"]["latency"]["n"],
-            ),
-            (
-                f"HTTP POST /segment (output={http.get('output', 'json')})",
-                fmt_stat(http["batched"].get("latency")),
-                (http["batched"].get("latency") or {}).get("n", ""),
-            ),
-            (
-                "of which the predictor inside the server (response `timings_ms.total`)",
-                fmt_stat(http["batched"].get("server_total"))
-                if http["batched"].get("server_total")
-                else "n/a",
-                (http["batched"].get("server_total") or {}).get("n", ""),
-            ),
-            *_trim_rows(http.get("trim_every_batch")),
-        ],
-        "lrr",
-    )
-    rows = []
-    for c in http["settings"]["concurrencies"]:
-        b = http["batched"]["throughput"].get(str(c))
-        u = http["unbatched"]["throughput"].get(str(c))
-        rows.append(
-            (
-                c,
-                fmt_stat(b["requests_per_s"], 1.0) if b else "n/a",
-                f"{b['mean_batch']:.2f} (max {b['max_batch_seen']})" if b else "",
-                fmt_stat(b["latency_median_s"]) if b else "",
-                fmt_stat(u["requests_per_s"], 1.0) if u else "n/a",
-                fmt_stat(u["latency_median_s"]) if u else "",
-            )
-        )
-    thr = markdown_table(
-        (
-            "Concurrency",
-            "Batching: req/s",
-            "mean batch",
-            "latency ms",
-            "No batching (max batch 1): req/s",
-            "latency ms",
-        ),
-        rows,
-        "rrrrrr",
-    )
-    inp = http["inprocess"]
+    inp, settings = http["inprocess"], http["settings"]
+    weights = "random weights" if inp["random_weights"] else inp["checkpoint"]
     return "\n".join(
         [
             f"Image: `{http['image']}` ({http['image_bytes']:,} bytes); backend {http['backend']}; model {inp['model']} "
-            f"at {_size(inp['working_size'])} ({'random weights' if inp['random_weights'] else inp['checkpoint']}); "
+            f"at {_size(inp['working_size'])} ({weights}); "
             f"captioner off, caption given; server: `bentoml serve` on 127.0.0.1, {http['threads']} OpenMP thread(s).",
             "",
-            lat,
+            markdown_table(("Path", "Median ms (min–max)", "n"), _latency_rows(http), "lrr"),
             "",
-            f"Throughput ({http['settings']['requests']} requests per round, {http['settings'].get('rounds', 1)} round(s), "
+            f"Throughput ({settings['requests']} requests per round, {settings.get('rounds', 1)} round(s), "
             "median (min–max) over rounds; latency = median per round):",
             "",
-            thr,
+            table(throughput_columns(http), settings["concurrencies"]),
         ]
     )
+
+
+def _memory(r: dict[str, Any]) -> str:
+    mem = f"RSS peak {r['rss_peak_bytes'] / 2**20:,.0f} MiB (+{r['rss_increase_bytes'] / 2**20:,.0f} MiB while training)"
+    return f"CUDA peak {r['cuda_peak_bytes'] / 2**30:.2f} GiB; " + mem if "cuda_peak_bytes" in r else mem
+
+
+TRAINING_COLUMNS = (
+    Col("Config", lambda r: r["config"]),
+    Col("Device", lambda r: r["device"] if r.get("error") else f"{r['device']}, amp {r['amp']}"),
+    Col(
+        "Crop, batch (source+labeled+unlabeled)",
+        lambda r: (
+            f"{_size(r['crop'])}, batch " + "+".join(f"{k[0]}{v}" for k, v in r["batch"].items())
+            if "crop" in r
+            else ""
+        ),
+    ),
+    Col(
+        "it/s (range)",
+        _unless_error(
+            lambda r: f"{r['it_per_s']:.3g} ({r['it_per_s_range'][0]:.3g}–{r['it_per_s_range'][1]:.3g})"
+        ),
+        "r",
+    ),
+    Col("Step ms", _unless_error(lambda r: fmt_stat(r["step_s"])), "r"),
+    Col("Warm-up + timed", _unless_error(lambda r: f"{r['warmup']} + {r['iters']}"), "r"),
+    Col("Memory", lambda r: r["error"] if r.get("error") else _memory(r)),
+)
+NO_GPU_TRAINING = {
+    "config": "semidavil-vitb16",
+    "device": "cuda",
+    "crop": (512, 512),
+    "batch": {"source": 2, "labeled": 2, "unlabeled": 2},
+    "error": NO_GPU,
+}
 
 
 def training_table(results: dict[str, Any]) -> str:
     tr = results.get("training")
     if not tr:
         return "_not run_"
-    rows = []
-    for r in tr["rows"]:
-        if r.get("error"):
-            rows.append((r["config"], r["device"], "", "", "", "", r["error"]))
-            continue
-        mem = f"RSS peak {r['rss_peak_bytes'] / 2**20:,.0f} MiB (+{r['rss_increase_bytes'] / 2**20:,.0f} MiB while training)"
-        if "cuda_peak_bytes" in r:
-            mem = f"CUDA peak {r['cuda_peak_bytes'] / 2**30:.2f} GiB; " + mem
-        batch = "+".join(f"{k[0]}{v}" for k, v in r["batch"].items())
-        rows.append(
-            (
-                r["config"],
-                f"{r['device']}, amp {r['amp']}",
-                f"{_size(r['crop'])}, batch {batch}",
-                f"{r['it_per_s']:.3g} ({r['it_per_s_range'][0]:.3g}–{r['it_per_s_range'][1]:.3g})",
-                fmt_stat(r["step_s"]),
-                f"{r['warmup']} + {r['iters']}",
-                mem,
-            )
-        )
-    if not tr.get("gpu"):
-        rows.append(("semidavil-vitb16", "cuda", "512x512, batch s2+l2+u2", "", "", "", NO_GPU))
-    return markdown_table(
+    rows = tr["rows"] if tr.get("gpu") else [*tr["rows"], NO_GPU_TRAINING]
+    return table(TRAINING_COLUMNS, rows)
+
+
+def _captioner_rows(cap: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(captioner, params, batch 1 miss, batch 4 miss, hit, what): tiny ones, then the sized ones."""
+    rows: list[tuple[Any, ...]] = [
         (
-            "Config",
-            "Device",
-            "Crop, batch (source+labeled+unlabeled)",
-            "it/s (range)",
-            "Step ms",
-            "Warm-up + timed",
-            "Memory",
-        ),
-        rows,
-        "lllrrrl",
-    )
-
-
-def captioner_table(results: dict[str, Any]) -> str:
-    cap = results.get("captioner")
-    if not cap:
-        return "_not run_"
-    rows = []
-    for r in cap["tiny"]:
-        rows.append(
-            (
-                f"tiny {r['kind']} (random)",
-                f"{r['params']:,}",
-                fmt_stat(r["miss_b1"]),
-                fmt_stat(r["miss_b4"]),
-                fmt_stat(r["hit_b1"]),
-                "Captioner path (processor, greedy generate ≤ 20 tokens, decode, cache)",
-            )
+            f"tiny {r['kind']} (random)",
+            f"{r['params']:,}",
+            fmt_stat(r["miss_b1"]),
+            fmt_stat(r["miss_b4"]),
+            fmt_stat(r["hit_b1"]),
+            "Captioner path (processor, greedy generate ≤ 20 tokens, decode, cache)",
         )
+        for r in cap["tiny"]
+    ]
     for r in cap["sized"]:
+        name = f"{r['kind']}-sized (random, bf16)"
         if r.get("error"):
-            rows.append((f"{r['kind']}-sized (random, bf16)", "", "", "", "", r["error"]))
-            continue
-        rows.append(
-            (
-                f"{r['kind']}-sized (random, bf16)",
-                f"{r['params']:,}",
-                fmt_stat(r["b1"]),
-                "",
-                "",
-                f"`generate(pixel_values)`, exactly {r['tokens']} new tokens, batch 1",
-            )
-        )
+            rows.append((name, "", "", "", "", r["error"]))
+        else:
+            what = f"`generate(pixel_values)`, exactly {r['tokens']} new tokens, batch 1"
+            rows.append((name, f"{r['params']:,}", fmt_stat(r["b1"]), "", "", what))
     if not cap["sized"]:
         rows.append(
             (
@@ -592,11 +574,30 @@ def captioner_table(results: dict[str, Any]) -> str:
                 "not run (quick mode; full run: `--captioner-sized blip,blip2`)",
             )
         )
-    return markdown_table(
-        ("Captioner", "Params", "Batch 1 ms (miss)", "Batch 4 ms (miss)", "Cache hit ms", "What"),
-        rows,
-        "lrrrrl",
-    )
+    return rows
+
+
+def captioner_table(results: dict[str, Any]) -> str:
+    cap = results.get("captioner")
+    if not cap:
+        return "_not run_"
+    header = ("Captioner", "Params", "Batch 1 ms (miss)", "Batch 4 ms (miss)", "Cache hit ms", "What")
+    return markdown_table(header, _captioner_rows(cap), "lrrrrl")
+
+
+def _first_call(row: dict[str, Any]) -> str:
+    first = row.get("first_call_s")
+    return f"first call {first['before']:.0f} s / {first['after']:.0f} s" if first else ""
+
+
+CHANGE_COLUMNS = (
+    Col("Change", lambda r: r["change"]),
+    Col("Timed", lambda r: r["what"]),
+    Col("Before ms", lambda r: fmt_stat(r["before"])),
+    Col("After ms", lambda r: fmt_stat(r["after"])),
+    Col("Speed-up", lambda r: f"{r['before']['median'] / r['after']['median']:.2f}x", "r"),
+    Col("Note", _first_call),
+)
 
 
 def changes_table(results: dict[str, Any]) -> str:
@@ -604,28 +605,12 @@ def changes_table(results: dict[str, Any]) -> str:
     data = results.get("changes")
     if not data:
         return "Not run."
-    rows = []
-    for row in data["rows"]:
-        before, after = row["before"], row["after"]
-        first = row.get("first_call_s")
-        note = f"first call {first['before']:.0f} s / {first['after']:.0f} s" if first else ""
-        rows.append(
-            [
-                row["change"],
-                row["what"],
-                fmt_stat(before),
-                fmt_stat(after),
-                f"{before['median'] / after['median']:.2f}x",
-                note,
-            ]
-        )
-    header = ["Change", "Timed", "Before ms", "After ms", "Speed-up", "Note"]
     intro = (
         f"{data['config']} at {_size(data['size'])}, batch {data['batch']} unless the row says otherwise; "
         "before and after alternate "
         "in each round (same process, same inputs), so both see the same machine state."
     )
-    return intro + "\n\n" + markdown_table(header, rows, "llllrl")
+    return intro + "\n\n" + table(CHANGE_COLUMNS, data["rows"])
 
 
 def same_run_sentence(results: dict[str, Any]) -> str:
@@ -641,67 +626,47 @@ def same_run_sentence(results: dict[str, Any]) -> str:
     )
 
 
-def render(results: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any], command: str) -> str:
-    quick = (
-        "\n**Quick mode (smoke test, tiny sizes, few repeats): not for comparison.**\n"
-        if plan.get("quick")
-        else ""
-    )
-    errors = results.get("errors") or {}
-    durations = results.get("durations_s") or {}
-    settings = (
+def _settings(results: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any]) -> str:
+    return (
         f"threads: {machine['torch_threads']} intra-op (torch), same for ONNX Runtime and the server; "
         f"repeats: {plan['repeats']} timed after {plan['warmup']} warm-up (warm-up excluded); figures are "
         "medians with (min–max) over the timed repeats; random weights (seed 0) unless a checkpoint is named; "
         "`torch.inference_mode()`; bf16 = `torch.autocast(bfloat16)` over the graph's bf16 inference copy "
         "(`model.fast.inference_copy`, as the eager-bf16 backend runs it). " + same_run_sentence(results)
     )
+
+
+def render(results: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any], command: str) -> str:
+    quick = plan.get("quick")
+    banner = "\n**Quick mode (smoke test, tiny sizes, few repeats): not for comparison.**\n" if quick else ""
+    errors = results.get("errors") or {}
+    durations = results.get("durations_s") or {}
+    cpu = f" (CPU class: {machine['cpu_class']})" if machine.get("cpu_class") else ""
+    stand_in = " (the quick run's stand-in for semidavil-vitb16 at 512x1024)." if quick else "."
+    target_setting = f"Target setting: {plan['target_config']} at {_size(plan['target_size'])}{stand_in}"
     parts = [
         *section_header(
-            "## Benchmark suite: stages, floor, backends, HTTP, training, captioner"
-            + (f" (CPU class: {machine['cpu_class']})" if machine.get("cpu_class") else ""),
-            quick,
+            "## Benchmark suite: stages, floor, backends, HTTP, training, captioner" + cpu,
+            banner,
             command,
-            settings,
+            _settings(results, plan, machine),
             machine,
         ),
         "Module run times: " + ", ".join(f"{k} {v:.0f} s" for k, v in durations.items()) + ".",
         "",
-        "### Targets",
-        "",
-        targets_table(evaluate_targets(results, plan)),
-        "",
-        f"Target setting: {plan['target_config']} at {_size(plan['target_size'])}"
-        + (" (the quick run's stand-in for semidavil-vitb16 at 512x1024)." if plan.get("quick") else "."),
-        "",
-        "### Floor: matrix-product throughput and the plain open_clip visual tower",
-        "",
-        floor_tables(results),
-        "",
-        "### Stages",
-        "",
-        stage_tables(results),
-        "",
-        "### Speed changes: before / after",
-        "",
-        changes_table(results),
-        "",
-        "### Backends (same inputs; agreement with eager fp32)",
-        "",
-        backend_tables(results),
-        "",
-        "### HTTP: /segment vs in-process, throughput with and without adaptive batching",
-        "",
-        http_tables(results),
-        "",
-        "### Training",
-        "",
-        training_table(results),
-        "",
-        "### Captioner",
-        "",
-        captioner_table(results),
-        "",
+        *sections(("Targets", targets_table(evaluate_targets(results, plan)) + "\n\n" + target_setting)),
+        *sections(
+            ("Floor: matrix-product throughput and the plain open_clip visual tower", floor_tables(results)),
+            ("Stages", stage_tables(results)),
+            ("Speed changes: before / after", changes_table(results)),
+            ("Backends (same inputs; agreement with eager fp32)", backend_tables(results)),
+            (
+                "HTTP: /segment vs in-process, throughput with and without adaptive batching",
+                http_tables(results),
+            ),
+            ("Training", training_table(results)),
+            ("Captioner", captioner_table(results)),
+        ),
     ]
     if errors:
         parts += ["### Modules that failed", "", *(f"- {k}: {v}" for k, v in errors.items()), ""]

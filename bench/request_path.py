@@ -34,7 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import format_machine, machine_info, markdown_table, summarize, time_calls, write_section
+from bench.common import (
+    Col,
+    format_machine,
+    machine_info,
+    markdown_table,
+    summarize,
+    table,
+    time_calls,
+    write_section,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-http", action="store_true", help="skip the HTTP part")
     p.add_argument("--requests", type=int, default=32, help="requests per throughput round")
     p.add_argument("--rounds", type=int, default=3, help="throughput rounds per concurrency")
+    p.add_argument("--json", type=Path, default=None, help="also save the measurements as JSON here")
     return p.parse_args(argv)
 
 
@@ -192,8 +202,11 @@ def single(fn: Callable[[], Any], repeats: int) -> dict:
     return summarize([x * 1000 for x in time_calls(fn, repeats=repeats, warmup=1)])
 
 
-def measure_size(predictor: Any, data: bytes, repeats: int) -> tuple[list[list[str]], dict[str, Any]]:
-    """Rows (stage, before, after, ratio) for one image, and the agreement figures."""
+def measure_size(
+    predictor: Any, data: bytes, repeats: int
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, Any]]:
+    """{stage: (before ms, after ms)} for one image (before is None for an unchanged stage), and
+    the agreement figures."""
     from serving.encode import label_png
     from serving.http import prediction_json
     from serving.postprocess import class_stats, labels_and_confidence, reference_labels_and_confidence
@@ -219,7 +232,7 @@ def measure_size(predictor: Any, data: bytes, repeats: int) -> tuple[list[list[s
     }
     from serving.decode import decode_image
 
-    stages = {
+    stages: dict[str, tuple[Any, Any]] = {
         "decode": alternate(lambda: pil_decode(data), lambda: decode_image(data), repeats),
         "postprocess": alternate(
             lambda: reference_labels_and_confidence(z, size), lambda: labels_and_confidence(z, size), repeats
@@ -240,15 +253,57 @@ def measure_size(predictor: Any, data: bytes, repeats: int) -> tuple[list[list[s
             return predictor.predict(data, caption="")
 
     stages["predict (in process)"] = alternate(predict_before, predict, repeats)
-    rows = []
-    for name, (before, after) in stages.items():
-        rows.append([
-            name,
-            "" if before is None else f"{before['median']:.1f} ({before['min']:.1f}-{before['max']:.1f})",
-            f"{after['median']:.1f} ({after['min']:.1f}-{after['max']:.1f})",
-            "" if before is None else f"{before['median'] / after['median']:.2f}x",
-        ])  # fmt: skip
-    return rows, agreement
+    return stages, agreement
+
+
+def _ms_cell(stat: dict | None) -> str:
+    return "" if stat is None else f"{stat['median']:.1f} ({stat['min']:.1f}-{stat['max']:.1f})"
+
+
+STAGE_COLUMNS = (
+    Col("stage", lambda item: item[0]),
+    Col("before ms", lambda item: _ms_cell(item[1][0])),
+    Col("after ms", lambda item: _ms_cell(item[1][1])),
+    Col(
+        "speed-up",
+        lambda item: "" if item[1][0] is None else f"{item[1][0]['median'] / item[1][1]['median']:.2f}x",
+    ),
+)
+
+
+def size_part(name: str, measured: dict[str, Any]) -> list[str]:
+    """Markdown for one input size: the stage table and the label agreement."""
+    agreement = measured["agreement"]
+    return [
+        f"### {name} ({measured['bytes']:,} bytes)",
+        "",
+        table(STAGE_COLUMNS, measured["stages"].items()),
+        "",
+        f"Labels after vs before: {agreement['label_differences']} of {agreement['pixels']:,} pixels differ;"
+        f" largest change of a class's mean confidence {agreement['mean_confidence_max_diff']:.4f}.",
+        "",
+    ]
+
+
+def render(measured: dict[str, Any]) -> str:
+    """The `request-path` section from what main() measured (its --json file)."""
+    parts = [
+        "## Request path outside the forward: before / after",
+        "",
+        f"`{measured['model']}` ({measured['weights']}), backend `{measured['backend']}`, working size"
+        f" {measured['working_size'][0]}x{measured['working_size'][1]}, frame `{measured['frame']}` (and"
+        f" resized to 1024x512, PNG), {measured['repeats']} alternating rounds; ms, median (min-max)."
+        " Stages with one column did not change.",
+        "",
+        f"Command: `python -m bench.request_path --repeats {measured['repeats']} --backend {measured['backend']}`",
+        "",
+    ]
+    for name, part in measured["sizes"].items():
+        parts += size_part(name, part)
+    if measured.get("http"):
+        parts += http_part(measured["http"])
+    parts.append(format_machine(measured["machine"]))
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,34 +316,25 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, backend=args.backend, captioner="none")
     full = args.frame.read_bytes()
     inputs = {"2048x1024": full, "1024x512": png_at(full, (1024, 512))}
-    parts = [
-        "## Request path outside the forward: before / after",
-        "",
-        f"`{predictor.served.name}` ({'embedded default' if args.checkpoint is None else Path(args.checkpoint).name}),"
-        f" backend `{args.backend}`, working size {predictor.working_size[0]}x{predictor.working_size[1]},"
-        f" frame `{args.frame.name}` (and resized to 1024x512, PNG), {args.repeats} alternating rounds;"
-        " ms, median (min-max). Stages with one column did not change.",
-        "",
-        f"Command: `python -m bench.request_path --repeats {args.repeats} --backend {args.backend}`",
-        "",
-    ]  # fmt: skip
+    measured: dict[str, Any] = {
+        "model": predictor.served.name,
+        "weights": "embedded default" if args.checkpoint is None else Path(args.checkpoint).name,
+        "backend": args.backend,
+        "working_size": list(predictor.working_size),
+        "frame": args.frame.name,
+        "repeats": args.repeats,
+        "sizes": {},
+    }
     for name, data in inputs.items():
         for _ in range(2):  # warm-up: first forward, allocator
             predictor.predict(data, caption="")
-        rows, agreement = measure_size(predictor, data, args.repeats)
-        parts += [
-            f"### {name} ({len(data):,} bytes)",
-            "",
-            markdown_table(["stage", "before ms", "after ms", "speed-up"], rows),
-            "",
-            f"Labels after vs before: {agreement['label_differences']} of {agreement['pixels']:,} pixels differ;"
-            f" largest change of a class's mean confidence {agreement['mean_confidence_max_diff']:.4f}.",
-            "",
-        ]  # fmt: skip
-    if not args.no_http:
-        parts += http_part(measure_http(args, full))
-    parts.append(format_machine(machine_info()))
-    body = "\n".join(parts)
+        stages, agreement = measure_size(predictor, data, args.repeats)
+        measured["sizes"][name] = {"bytes": len(data), "stages": stages, "agreement": agreement}
+    measured["http"] = None if args.no_http else measure_http(args, full)
+    measured["machine"] = machine_info()
+    if args.json:
+        args.json.write_text(json.dumps(measured, indent=1, default=str))
+    body = render(measured)
     write_section(args.out, "request-path", body)
     print(body)
     return 0

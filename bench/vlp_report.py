@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,57 +22,40 @@ from model.class_sets import CITYSCAPES_CLASSES
 ROOT = Path(__file__).resolve().parents[1]
 
 
+ZERO_SHOT_PATHS = {"zero_shot": "ClearCLIP path (served)", "zero_shot_maskclip": "MaskCLIP value path"}
+Measure = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+def _measures(rnd: dict[str, Any], trn: dict[str, Any]) -> list[Measure]:
+    """(label, how one side's report shows it) for every measure both sides of the report have."""
+    ret = trn["retrieval"]
+    out: list[Measure] = [
+        ("class-prompt cosine (mean off-diagonal)", lambda t: f"{t['prompt_cosine']['mean']:.3f}"),
+        ("class-prompt cosine (max off-diagonal)", lambda t: f"{t['prompt_cosine']['max']:.3f}"),
+        (
+            f"caption -> image R@1, {ret['n']} held-out scene crops (chance {100 * ret['chance']:.2f} %)",
+            lambda t: f"{100 * t['retrieval']['r1']:.2f} %",
+        ),
+        ("caption -> image R@5", lambda t: f"{100 * t['retrieval']['r5']:.2f} %"),
+    ]
+    for key, label in ZERO_SHOT_PATHS.items():
+        if key in trn and key in rnd:
+            out += _zero_shot_measures(key, label, trn[key]["root"])
+    if "multilabel_ap" in trn:
+        out.append(("held-out multi-label mAP (vision head)", lambda t: f"{t['multilabel_ap']:.3f}"))
+    return out
+
+
+def _zero_shot_measures(key: str, label: str, root: str) -> list[Measure]:
+    return [
+        (f"dense zero-shot mIoU, {label}, {root} val", lambda t: f"{t[key]['miou']:.2f}"),
+        (f"dense zero-shot pixel accuracy, {label}", lambda t: f"{t[key]['pixel_acc']:.1f} %"),
+    ]
+
+
 def _gate_rows(report: dict[str, Any]) -> list[list[str]]:
     rnd, trn = report["random"], report["trained"]
-    rows = [
-        [
-            "class-prompt cosine (mean off-diagonal)",
-            f"{rnd['prompt_cosine']['mean']:.3f}",
-            f"{trn['prompt_cosine']['mean']:.3f}",
-        ],
-        [
-            "class-prompt cosine (max off-diagonal)",
-            f"{rnd['prompt_cosine']['max']:.3f}",
-            f"{trn['prompt_cosine']['max']:.3f}",
-        ],
-        [
-            f"caption -> image R@1, {trn['retrieval']['n']} held-out scene crops (chance {100 * trn['retrieval']['chance']:.2f} %)",
-            f"{100 * rnd['retrieval']['r1']:.2f} %",
-            f"{100 * trn['retrieval']['r1']:.2f} %",
-        ],
-        [
-            "caption -> image R@5",
-            f"{100 * rnd['retrieval']['r5']:.2f} %",
-            f"{100 * trn['retrieval']['r5']:.2f} %",
-        ],
-    ]
-    labels = {"zero_shot": "ClearCLIP path (served)", "zero_shot_maskclip": "MaskCLIP value path"}
-    for key, label in labels.items():
-        if key in trn and key in rnd:
-            where = f"{trn[key]['root']} val"
-            rows.append(
-                [
-                    f"dense zero-shot mIoU, {label}, {where}",
-                    f"{rnd[key]['miou']:.2f}",
-                    f"{trn[key]['miou']:.2f}",
-                ]
-            )
-            rows.append(
-                [
-                    f"dense zero-shot pixel accuracy, {label}",
-                    f"{rnd[key]['pixel_acc']:.1f} %",
-                    f"{trn[key]['pixel_acc']:.1f} %",
-                ]
-            )
-    if "multilabel_ap" in trn:
-        rows.append(
-            [
-                "held-out multi-label mAP (vision head)",
-                f"{rnd['multilabel_ap']:.3f}",
-                f"{trn['multilabel_ap']:.3f}",
-            ]
-        )
-    return rows
+    return [[label, show(rnd), show(trn)] for label, show in _measures(rnd, trn)]
 
 
 def run_section(run: Path) -> str:
