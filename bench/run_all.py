@@ -140,9 +140,17 @@ def _modules(plan: dict[str, Any], args: argparse.Namespace) -> dict[str, Callab
         "captioner": lambda: captioner_bench.run(
             r, w, plan["captioner"]["sized"], plan["captioner"]["tokens"], fixtures=args.fixtures
         ),
+        # --no-write holds for the profile's own section too
         "profile": lambda: {
             "markdown_written": str(
-                model_profile.main([*plan["profile_argv"], "--output", str(args.output)])["output"]
+                model_profile.main(
+                    [
+                        *plan["profile_argv"],
+                        "--output",
+                        str(args.output),
+                        *(["--no-write"] if args.no_write else []),
+                    ]
+                )["output"]
             )
         },
     }

@@ -38,6 +38,27 @@ def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
 
 
 @pytest.fixture(scope="session")
+def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic benchmark (testkit.tiny_data) of the training and publish tests."""
+    from testkit.tiny_data import write_tiny_benchmark
+
+    return write_tiny_benchmark(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="session")
+def straight_run(tiny_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """One finished tiny training run of STRAIGHT_ITERS steps in a subprocess, never interrupted:
+    (run folder, completed process). The kill-9 test's reference weights and progress lines, and
+    the run the publish tests publish; both only read it (one ~10 s training start fewer)."""
+    from tests.helpers import STRAIGHT_ITERS, run_training, tiny_config
+
+    out = tmp_path_factory.mktemp("straight")
+    done = run_training(tiny_config(tiny_bench, out, **{"optim.iters": STRAIGHT_ITERS}))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out / "t", done
+
+
+@pytest.fixture(scope="session")
 def vitb16_model():
     """The paper's model with random weights (seed 0), in eval mode: built once per test run (~8 s
     on 2 cores) for the shape tests and the export test, which only read it."""

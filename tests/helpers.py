@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STRAIGHT_ITERS = 24  # conftest.py's straight_run: the kill-9 test's reference and the published run
 
 
 def random_inputs(
@@ -34,3 +41,53 @@ def fixed_batch_losses(trainer: Any, steps: int) -> tuple[list[float], dict[str,
         trainer._optimizer_step(step)
         losses.append(logs["sup"])
     return losses, logs
+
+
+def tiny_config(bench: Path, out: Path, **overrides: Any) -> Path:
+    """A training config for the tiny benchmark at `bench` (dotted-key overrides) written to out/config.yaml."""
+    cfg = {
+        "experiment": "t",
+        "output_dir": str(out),
+        "model": {"name": "semidavil-tiny", "pretrained": None},
+        "data": {
+            "source": {
+                "type": "gta5",
+                "root": str(bench / "source"),
+                "resize": None,
+                "captions": "captions.json",
+            },
+            "target": {"type": "cityscapes", "root": str(bench / "target"), "resize": None},
+            "num_labeled": 2,
+            "crop": [64, 64],
+            "batch": {"source": 2, "labeled": 1, "unlabeled": 2},
+            "workers": 0,
+        },
+        "optim": {"iters": 6, "amp": "off"},
+        "eval": {"every": 0, "mode": "whole", "size": [64, 128]},
+        "log": {"every": 1, "checkpoint_every": 2},
+    }
+    for key, value in overrides.items():
+        node = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = out / "config.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_training(
+    config: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`training/run.py --config <config> --no-progress <extra>` in a subprocess, output captured."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "training" / "run.py"),
+        "--config",
+        str(config),
+        "--no-progress",
+        *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -31,6 +31,9 @@ def test_export_tiny_dynamic_batch():
     assert any("scaled_dot_product" in t for t in targets), "fused attention should survive export"
 
 
+# The same export property as the tiny graph's (semidavil-tiny runs the same code paths at tiny
+# widths; the ViT-B/16 config itself is built by test_model.py's shape test): -m slow, ~20 s.
+@pytest.mark.slow
 @pytest.mark.timeout_sensitive
 def test_export_vitb16_dynamic_batch_matches_eager(vitb16_model):
     """The paper's graph at 256x512, a quarter of the served 512x1024: the traced graph is the same

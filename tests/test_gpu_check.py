@@ -11,6 +11,10 @@ import torch
 from bench.gpu_check import PLANS, main
 
 
+# The rehearsal of the GPU script (`make gpu-check DRY_RUN=1`, run before a GPU session): each of its
+# steps is tested on its own elsewhere (floor, backends, trainer, predictor), so the whole script's
+# ~20 s run is under -m slow.
+@pytest.mark.slow
 def test_dry_run_measures_every_step_and_writes_json_and_markdown(tmp_path):
     assert main(["--dry-run", "--out", str(tmp_path)]) == 0  # 1 if any step failed
     results = json.loads((tmp_path / "gpu_check_dry.json").read_text())

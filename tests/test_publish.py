@@ -11,18 +11,14 @@ import torch
 from model import load_model
 from model.checkpoint import read_header
 from serving.loading import load_serving_model, trained_on_line
-from testkit.tiny_data import write_tiny_benchmark
-from tests.test_training import _run, tiny_config
+from tests.helpers import STRAIGHT_ITERS
 from training.publish import ROOT, PublishError, _strip_host_paths, publish
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("publish")
-    config = tiny_config(write_tiny_benchmark(root / "bench"), root / "runs", **{"optim.iters": 2})
-    result = _run(config)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return root / "runs" / "t"
+def finished_run(straight_run) -> Path:
+    """conftest.py's finished tiny run (also the kill-9 test's reference; read only here)."""
+    return straight_run[0]
 
 
 def test_published_checkpoint_has_the_run_metrics_and_the_same_weights(finished_run, tmp_path):
@@ -32,7 +28,7 @@ def test_published_checkpoint_has_the_run_metrics_and_the_same_weights(finished_
     assert read_header(out)["metrics"] == header["metrics"]
     assert header["metrics"]["miou"] == evaluation["miou"]
     assert header["metrics"]["iou"] == evaluation["iou"]
-    assert header["metrics"]["iters"] == 2
+    assert header["metrics"]["iters"] == STRAIGHT_ITERS
     assert not Path(header["metrics"]["dataset"]).is_absolute()
     original, _ = load_model(finished_run / "model.safetensors")
     published, _ = load_model(out)

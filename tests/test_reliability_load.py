@@ -1,6 +1,6 @@
 """Load against the real server on loopback (reliability/run.py's mix and runner).
 
-The default suite sends 100 mixed requests at concurrency 16 (well under half a minute); the slow
+The default suite sends 48 mixed requests at concurrency 16 (three waves, ~10 s); the slow
 test is the soak of the report: 1000 requests after a warm-up, p50/p99 recorded, resident memory at the end within
 10 % of memory after warm-up. Either way: no 5xx other than the documented 503, no transport error,
 and the server is ready afterwards.
@@ -29,10 +29,10 @@ def _assert_healthy(server: Server, result: LoadResult) -> None:
     assert server.ready()
 
 
-def test_100_mixed_requests_at_concurrency_16(server: Server) -> None:
-    result = run_load(server.url, plan(100, seed=3), CONCURRENCY)
-    assert result.count == 100
-    assert result.statuses[200] >= 70, result.statuses
+def test_48_mixed_requests_at_concurrency_16(server: Server) -> None:
+    result = run_load(server.url, plan(48, seed=3), CONCURRENCY)
+    assert result.count == 48
+    assert result.statuses[200] >= 32, result.statuses
     assert set(result.statuses) <= {200, 415, 422, 503}, result.statuses
     # 503 only from /caption: this server has no captioner, and /caption says so
     assert all(503 not in counts or label == "caption" for label, counts in result.by_kind.items()), (

@@ -604,11 +604,13 @@ def test_browser_on_the_mounted_demo_loads_examples_segments_and_downloads(
     server: Server, tmp_path: Path
 ) -> None:
     """Headless Chromium on /ui/ of the real BentoML server: an example's image loads (its file URL
-    carries the mount path), segmenting works, and the label PNG download is served."""
+    carries the mount path), segmenting works, legend, table and hover view show the result, and the
+    label PNG download is served."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from model.class_sets import CLASS_SETS
     from tests.browser import browser_or_skip
     from ui.examples import load_examples
 
@@ -634,6 +636,17 @@ def test_browser_on_the_mounted_demo_loads_examples_segments_and_downloads(
             lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay)
         )
         assert "Caption source: caller" in browser.find_element(By.CSS_SELECTOR, "#sd-status").text
+        # the result panels (the standalone demo's full browser test is under -m slow): a legend of
+        # the class set's names, the per-class table, and the hover view with one button per class
+        items = browser.find_elements(By.CSS_SELECTOR, "#sd-legend .sd-legend-item")
+        legend = [i.get_attribute("data-class") for i in items]
+        assert legend and set(legend) <= set(CLASS_SETS["cityscapes"].names), legend
+        table_text = browser.find_element(By.CSS_SELECTOR, "#sd-table").get_attribute("textContent")
+        assert "area (%)" in table_text and all(name in table_text for name in legend)
+        browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Hover a class')]").click()
+        wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#sd-annotated img")))
+        buttons = [b.text.strip() for b in browser.find_elements(By.CSS_SELECTOR, "#sd-annotated button")]
+        assert [b for b in buttons if b] == legend
         browser.execute_cdp_cmd(
             "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
         )

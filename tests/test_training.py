@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from model import create_model
-from testkit.tiny_data import write_tiny_benchmark
-from tests.helpers import fixed_batch_losses
+from tests.helpers import STRAIGHT_ITERS, fixed_batch_losses, run_training, tiny_config
 from training.augment import apply_cutmix, cutmix_box, weak_augment
 from training.config import CONFIG_DIR, ConfigError, load_config
 from training.ema import ema_decay, make_teacher, update_teacher
@@ -29,42 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    return write_tiny_benchmark(tmp_path_factory.mktemp("bench"))
-
-
-def tiny_config(bench: Path, out: Path, **overrides) -> Path:
-    cfg = {
-        "experiment": "t",
-        "output_dir": str(out),
-        "model": {"name": "semidavil-tiny", "pretrained": None},
-        "data": {
-            "source": {
-                "type": "gta5",
-                "root": str(bench / "source"),
-                "resize": None,
-                "captions": "captions.json",
-            },
-            "target": {"type": "cityscapes", "root": str(bench / "target"), "resize": None},
-            "num_labeled": 2,
-            "crop": [64, 64],
-            "batch": {"source": 2, "labeled": 1, "unlabeled": 2},
-            "workers": 0,
-        },
-        "optim": {"iters": 6, "amp": "off"},
-        "eval": {"every": 0, "mode": "whole", "size": [64, 128]},
-        "log": {"every": 1, "checkpoint_every": 2},
-    }
-    for key, value in overrides.items():
-        node = cfg
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    path = out / "config.yaml"
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def bench(tiny_bench: Path) -> Path:
+    return tiny_bench
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -226,18 +190,6 @@ def test_failed_state_write_leaves_previous_state_intact(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ runs
-def _run(config: Path, *extra: str, env=None) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        str(ROOT / "training" / "run.py"),
-        "--config",
-        str(config),
-        "--no-progress",
-        *extra,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-
-
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return read_state(run_dir / "state.safetensors")[1]
 
@@ -279,16 +231,16 @@ def _kill_after(cmd: list[str], state: Path, min_step: int, extra_delay_s: float
 # Two kills also prove that a resumed run resumes again; one kill shows the property itself (the
 # second costs a process start and a resume, ~8 s of the default suite's 6 minutes).
 @pytest.mark.parametrize("kills", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_kill_9_at_random_points_then_resume_ends_with_the_same_weights(bench, tmp_path, kills):
+def test_kill_9_at_random_points_then_resume_ends_with_the_same_weights(bench, straight_run, tmp_path, kills):
     """SIGKILLs at random (seeded) moments, each followed by a resume: the same final weights."""
-    iters = 24  # long enough that a run cannot finish inside the random delay after its kill target
-    straight = tiny_config(bench, tmp_path / "a", **{"optim.iters": iters})
-    done = _run(straight)
-    assert done.returncode == 0
+    iters = (
+        STRAIGHT_ITERS  # long enough that a run cannot finish inside the random delay after its kill target
+    )
+    run_dir, done = straight_run  # conftest.py: the same config run once without a kill
     # no terminal: one progress line per log.every (1) step on stdout, with loss, speed and ETA
     lines = [ln for ln in done.stdout.splitlines() if f"/{iters} loss " in ln]
     assert len(lines) == iters and all(" it/s ETA " in ln and "coverage" in ln for ln in lines), lines[:3]
-    expected = _final_weights(tmp_path / "a" / "t")
+    expected = _final_weights(run_dir)
 
     killed = tiny_config(bench, tmp_path / "b", **{"optim.iters": iters})
     cmd = [sys.executable, str(ROOT / "training" / "run.py"), "--config", str(killed), "--no-progress"]
@@ -301,7 +253,7 @@ def test_kill_9_at_random_points_then_resume_ends_with_the_same_weights(bench, t
     assert steps == sorted(set(steps)) and steps[-1] < iters, (
         f"the run finished before its {kills} kills ({steps})"
     )
-    result = _run(killed)
+    result = run_training(killed)
     assert result.returncode == 0, result.stderr[-2000:]
     got = _final_weights(tmp_path / "b" / "t")
     for key in expected:

@@ -373,6 +373,11 @@ def test_asgi_app_mounted_under_ui(predictor, fixture_image):
 # A real browser: headless Chromium driven by Selenium
 
 
+# The standalone demo (`make demo`) in a browser: a 2048x1024 upload, the random-weights banner, the
+# screenshots, a new upload clearing the caption. The same UI mounted in the real server is driven by
+# test_service.py's browser test in the default suite (example, segment, legend, table, hover,
+# download); this one, ~18 s, runs under -m slow.
+@pytest.mark.slow
 def test_browser_upload_and_segment(launched, fixture_image, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
