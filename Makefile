@@ -24,13 +24,17 @@ lint: $(STAMP)    ## the one lint command CI runs
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest-xdist workers, a test file each at a time (its module's server or model is built once);
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)    ## the default suite (CI)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 check: lint test
 
 test-all:         ## include slow tests
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m ""
 
 bench:            ## the whole benchmark suite -> BENCHMARKS.md (make bench-quick: smoke test, < 5 min)
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)

@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test`: two workers on the 2-core machine) each worker and the processes it
+# starts run torch single-threaded: two 2-thread OpenMP pools on 2 cores thrash (a test took 10-50x
+# longer beside a busy process). Set before torch is imported (by `model` just below).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 import model  # noqa: F401  (side effects: env defaults, torchvision shim)
 
 ROOT = Path(__file__).resolve().parents[1]
