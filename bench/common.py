@@ -334,6 +334,26 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------- RESULTS.md
+
+RESULTS_TITLE = "# Results"
+RESULTS_INTRO = (
+    "Accuracy of the training recipes on this machine: the synthetic benchmark"
+    " (`python -m bench.synthetic_benchmark`) and the real Cityscapes frames (`python -m bench.real_frames`)."
+)
+
+
+def mean_of(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def fmt_fixed(value: float | None, digits: int = 1) -> str:
+    """`value` with `digits` decimals, or "n/a"."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 # -------------------------------------------------------------------------------------------- inputs
 
 FIXTURES_DIR = Path(os.environ.get("SEMIDAVIL_FIXTURES") or ROOT.parent / "shared" / "fixtures")

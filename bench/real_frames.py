@@ -27,14 +27,17 @@ from typing import Any
 import numpy as np
 
 from bench.common import (
+    RESULTS_INTRO,
+    RESULTS_TITLE,
     ensure_pretrained,
+    fmt_fixed,
     format_machine,
     machine_info,
     markdown_table,
+    mean_of,
     training_command,
     write_section,
 )
-from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE, _fmt, _mean
 from model.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,10 +162,10 @@ def row_table(results: dict[str, list[dict[str, Any]]], classes: list[str]) -> s
             rows.append([row.title, "not run", *[""] * (len(header) - 2)])
             continue
         per_seed = " / ".join(f"{r['miou_present']:.1f}" for r in runs)
-        ious = [_fmt(_mean([r["iou"][c] for r in runs])) for c in classes]
+        ious = [fmt_fixed(mean_of([r["iou"][c] for r in runs])) for c in classes]
         rows.append([
-            row.title, ",".join(str(r["seed"]) for r in runs), f"**{_mean([r['miou_present'] for r in runs]):.1f}**",
-            per_seed, _fmt(_mean([r["miou"] for r in runs])), _fmt(_mean([r["minutes"] for r in runs])), *ious,
+            row.title, ",".join(str(r["seed"]) for r in runs), f"**{mean_of([r['miou_present'] for r in runs]):.1f}**",
+            per_seed, fmt_fixed(mean_of([r["miou"] for r in runs])), fmt_fixed(mean_of([r["minutes"] for r in runs])), *ious,
         ])  # fmt: skip
     return markdown_table(header, rows)
 
@@ -171,18 +174,18 @@ def targets(results: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
     """The issue's targets: full >= 35; full >= target only + 3; the big five classes >= 60 in full."""
 
     def miou(key: str) -> float | None:
-        return _mean([r["miou_present"] for r in results.get(key) or []])
+        return mean_of([r["miou_present"] for r in results.get(key) or []])
 
     def verdict(ok: bool | None) -> str:
         return "not run" if ok is None else ("PASS" if ok else "FAIL")
 
     full, target = miou("full"), miou("target_only")
-    rows = [["full >= 35 mIoU", _fmt(full), verdict(None if full is None else full >= 35)]]
+    rows = [["full >= 35 mIoU", fmt_fixed(full), verdict(None if full is None else full >= 35)]]
     ok = None if full is None or target is None else full >= target + 3
-    rows.append(["full >= target only + 3", f"{_fmt(full)} vs {_fmt(target)}", verdict(ok)])
+    rows.append(["full >= target only + 3", f"{fmt_fixed(full)} vs {fmt_fixed(target)}", verdict(ok)])
     for name in BIG_FIVE:
-        iou = _mean([r["iou"][name] for r in results.get("full") or []])
-        rows.append([f"full: {name} IoU >= 60", _fmt(iou), verdict(None if iou is None else iou >= 60)])
+        iou = mean_of([r["iou"][name] for r in results.get("full") or []])
+        rows.append([f"full: {name} IoU >= 60", fmt_fixed(iou), verdict(None if iou is None else iou >= 60)])
     return rows
 
 

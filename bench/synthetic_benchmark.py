@@ -24,10 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    RESULTS_INTRO,
+    RESULTS_TITLE,
     ensure_pretrained,
+    fmt_fixed,
     format_machine,
     machine_info,
     markdown_table,
+    mean_of,
     training_command,
     write_section,
 )
@@ -35,11 +39,6 @@ from bench.common import (
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = ROOT / "bench" / "synthetic_benchmark_notes.md"
 
-RESULTS_TITLE = "# Results"
-RESULTS_INTRO = (
-    "Accuracy of the training recipes on this machine: the synthetic benchmark"
-    " (`python -m bench.synthetic_benchmark`) and the real Cityscapes frames (`python -m bench.real_frames`)."
-)
 SEEDS = (0, 1, 2)
 TOWERS = {"clip": ROOT / "runs" / "vlp-tiny", "vision": ROOT / "runs" / "vision-tiny"}
 
@@ -136,32 +135,23 @@ def load_runs(row: Row, runs: Path, seeds: list[int]) -> dict[int, dict[str, Any
     return out
 
 
-def _mean(values: list[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return sum(kept) / len(kept) if kept else None
-
-
 def _sd(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) >= 2 else None
-
-
-def _fmt(v: float | None, digits: int = 1) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def row_summary(runs: dict[int, dict[str, Any]], rare: list[str]) -> dict[str, Any]:
     """mIoU mean and sd over seeds, per-seed mIoU, rare-5 mean, minutes (mean per seed)."""
     seeds = sorted(runs)
     mious = [float(runs[s]["miou"]) for s in seeds]
-    rare5 = [_mean([runs[s]["iou"].get(c) for c in rare]) for s in seeds]
+    rare5 = [mean_of([runs[s]["iou"].get(c) for c in rare]) for s in seeds]
     seconds = [runs[s]["seconds"] for s in seeds if runs[s].get("seconds")]
     return {
-        "miou_mean": _mean(mious),
+        "miou_mean": mean_of(mious),
         "miou_sd": _sd(mious),
         "seeds": mious,
         "seed_ids": seeds,
-        "rare5_mean": _mean(rare5),
-        "minutes": _mean([s / 60 for s in seconds]),
+        "rare5_mean": mean_of(rare5),
+        "minutes": mean_of([s / 60 for s in seconds]),
     }
 
 
@@ -203,7 +193,7 @@ def target_rows(results: dict[str, dict[int, dict[str, Any]]]) -> list[list[str]
         mean, sd, n = p
         ok = (mean > need if need == 0 else mean >= need) and (sd is None or mean > sd)
         verdict = ("PASS" if ok else "FAIL") + ("" if n >= 3 else f" ({n} seed{'s' if n > 1 else ''})")
-        rows.append([claim, f"{mean:+.1f} +- {_fmt(sd)} (n={n})", verdict])
+        rows.append([claim, f"{mean:+.1f} +- {fmt_fixed(sd)} (n={n})", verdict])
     return rows
 
 
@@ -233,10 +223,10 @@ def write_results(args: argparse.Namespace, meta: dict[str, Any]) -> str:
     table = []
     for key, runs in results.items():
         s = summaries[key]
-        per_class = [_fmt(_mean([runs[seed]["iou"].get(c) for seed in runs])) for c in classes]
+        per_class = [fmt_fixed(mean_of([runs[seed]["iou"].get(c) for seed in runs])) for c in classes]
         seeds = ", ".join(f"{m:.1f}" for m in s["seeds"])
-        table.append([BY_KEY[key].name, f"{_fmt(s['miou_mean'])} +- {_fmt(s['miou_sd'])}", seeds,
-                      _fmt(s["rare5_mean"], 2), _fmt(s["minutes"]), *per_class])  # fmt: skip
+        table.append([BY_KEY[key].name, f"{fmt_fixed(s['miou_mean'])} +- {fmt_fixed(s['miou_sd'])}", seeds,
+                      fmt_fixed(s["rare5_mean"], 2), fmt_fixed(s["minutes"]), *per_class])  # fmt: skip
     machine = machine_info()
     cfg_note = " ".join(f"--set {s}" for s in args.set) or "(defaults)"
     text = "\n".join([

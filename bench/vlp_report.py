@@ -15,8 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import format_machine, machine_info, markdown_table, write_section
-from bench.synthetic_benchmark import RESULTS_INTRO, RESULTS_TITLE
+from bench.common import (
+    RESULTS_INTRO,
+    RESULTS_TITLE,
+    format_machine,
+    machine_info,
+    markdown_table,
+    write_section,
+)
 from model.class_sets import CITYSCAPES_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
