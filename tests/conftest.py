@@ -80,7 +80,7 @@ def vitb16_model():
 def onnx_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`python -m serving.compile --backend onnxruntime` at 128x256, batch <= 4, on the random tiny
     weights (no default checkpoint): the one ONNX export of the default suite (~25 s), checked by
-    test_serving_backends.py and re-used by the predictor's test of finding a gated artefact."""
+    test_serving_backends.py, whose last test has the predictor find and re-use it."""
     from serving.compile import main
 
     out = tmp_path_factory.mktemp("artifacts")

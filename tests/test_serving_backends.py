@@ -31,6 +31,9 @@ from serving.backends.eager import EagerBackend
 from serving.backends.tensorrt import compile_settings, export_for_tensorrt, supported_kwargs
 from serving.gate_inputs import agreement_inputs
 from serving.loading import load_serving_model
+from tests.conftest import CITYSCAPES_FIXTURES
+
+FIXTURE_IMAGE = CITYSCAPES_FIXTURES / "train_img" / "aachen_000000_000019_leftImg8bit.png"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -359,3 +362,36 @@ def test_configured_logging_keeps_the_onnx_exporter_quiet_and_ours_at_info():
     assert not logging.getLogger("onnx_ir.passes.common.unused_removal").isEnabledFor(logging.INFO)
     assert logging.getLogger("serving.artifacts").isEnabledFor(logging.INFO)
     assert logging.getLogger("semidavil.ui").isEnabledFor(logging.INFO)
+
+
+def test_onnxruntime_predictor_reuses_a_gated_artefact(tmp_path, monkeypatch, onnx_artifacts):
+    """The predictor finds the artefact `python -m serving.compile` built for its shape profile
+    (conftest.py; the tests above check the build and its manifest) and runs it instead of exporting
+    again; its labels agree with eager fp32's on a Cityscapes fixture frame at its own size. (Here
+    rather than with the predictor's tests so that one pytest-xdist worker builds the export.)"""
+    from serving.predictor import Predictor
+
+    if not FIXTURE_IMAGE.is_file():
+        pytest.skip(f"Cityscapes fixture not found at {FIXTURE_IMAGE}")
+    frame = FIXTURE_IMAGE.read_bytes()
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(onnx_artifacts, artifacts)
+    with monkeypatch.context() as mp:
+        mp.setattr("serving.loading.DEFAULT_CHECKPOINT", Path("/nonexistent/default.safetensors"))
+        mp.setattr("serving.artifacts.build_backend", lambda *a, **k: pytest.fail("artefact must be re-used"))
+        onnx = Predictor.from_checkpoint(
+            None, backend="onnxruntime", artifacts_dir=str(artifacts), max_batch=4
+        )
+    assert onnx.backend.name == "onnxruntime"
+    assert sorted(p.suffix for p in artifacts.iterdir()) == [".json", ".onnx"]
+    pred = onnx.predict(frame, caption="a street")
+    assert pred.backend == "onnxruntime" and pred.label_map.shape == (1024, 2048)
+    eager = Predictor(
+        onnx.served,
+        EagerBackend(onnx.served.model.seg, "fp32"),
+        onnx.working_size,
+        captioner=onnx.captioner,
+        embedder=onnx.embedder,
+    )
+    reference = eager.predict(frame, "a street")
+    assert (pred.label_map == reference.label_map).mean() >= 0.995

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
 import threading
 from pathlib import Path
 
@@ -270,28 +269,6 @@ def test_checkpoint_working_size_and_sha_come_from_the_header(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError):
         Predictor.from_checkpoint(str(path))
-
-
-def test_onnxruntime_predictor_reuses_a_gated_artefact(tmp_path, monkeypatch, fixture_png, onnx_artifacts):
-    """The predictor finds the artefact `python -m serving.compile` built for its shape profile
-    (conftest.py; test_serving_backends.py checks the build and its manifest) and runs it instead of
-    exporting again; its labels agree with eager fp32's."""
-    artifacts = tmp_path / "artifacts"
-    shutil.copytree(onnx_artifacts, artifacts)
-    with monkeypatch.context() as mp:
-        mp.setattr("serving.loading.DEFAULT_CHECKPOINT", Path("/nonexistent/default.safetensors"))
-        mp.setattr("serving.artifacts.build_backend", lambda *a, **k: pytest.fail("artefact must be re-used"))
-        onnx = Predictor.from_checkpoint(
-            None, backend="onnxruntime", artifacts_dir=str(artifacts), max_batch=4
-        )
-    assert onnx.backend.name == "onnxruntime"
-    assert sorted(p.suffix for p in artifacts.iterdir()) == [".json", ".onnx"]
-    pred = onnx.predict(fixture_png, caption="a street")
-    assert pred.backend == "onnxruntime" and pred.label_map.shape == (1024, 2048)
-    reference = sibling(onnx, backend=EagerBackend(onnx.served.model.seg, "fp32")).predict(
-        fixture_png, "a street"
-    )
-    assert (pred.label_map == reference.label_map).mean() >= 0.995
 
 
 def test_custom_prompts_on_an_untrained_text_tower_carry_a_warning(predictor):
