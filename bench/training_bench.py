@@ -61,29 +61,15 @@ def rss_sampler(period_s: float = 0.005) -> Iterator[dict[str, int]]:
 
 
 def _config(root: Path, out: Path, name: str, setting: dict[str, Any], amp: str) -> RunConfig:
+    from testkit.tiny_data import tiny_run_config
     from training.config import load_config
 
-    cfg = {
-        "experiment": "bench",
-        "output_dir": str(out),
-        "model": {"name": name, "pretrained": None},
-        "data": {
-            "source": {
-                "type": "gta5",
-                "root": str(root / "source"),
-                "resize": None,
-                "captions": "captions.json",
-            },
-            "target": {"type": "cityscapes", "root": str(root / "target"), "resize": None},
-            "num_labeled": 4,
-            "crop": setting["crop"],
-            "batch": setting["batch"],
-            "workers": 0,
-        },
-        "optim": {"iters": 1000, "amp": amp},
-        "eval": {"every": 0, "mode": "whole", "size": list(setting["image"])},
-        "log": {"every": 1000, "checkpoint_every": 1000},
-    }
+    cfg = tiny_run_config(
+        root, out, model=name, num_labeled=4, crop=setting["crop"], batch=setting["batch"],
+        eval_size=list(setting["image"]), experiment="bench",
+    )  # fmt: skip
+    cfg["optim"] = {"iters": 1000, "amp": amp}
+    cfg["log"] = {"every": 1000, "checkpoint_every": 1000}
     path = out / "config.yaml"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg))

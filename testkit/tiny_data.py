@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -70,3 +71,39 @@ def write_tiny_benchmark(
             caps[name] = _caption(t)
         (tgt / f"captions_{split}.json").write_text(json.dumps(caps))
     return root
+
+
+def tiny_run_config(
+    root: Path,
+    out: Path,
+    *,
+    model: str = "semidavil-tiny",
+    num_labeled: int = 2,
+    crop: list[int] | None = None,
+    batch: dict[str, int] | None = None,
+    eval_size: list[int] | None = None,
+    experiment: str = "t",
+) -> dict[str, Any]:
+    """A training config (a plain dict, as YAML holds it) on the tiny benchmark written at `root`:
+    random towers, no resizing, no workers, fp32, no periodic evaluation; runs go to `out`."""
+    return {
+        "experiment": experiment,
+        "output_dir": str(out),
+        "model": {"name": model, "pretrained": None},
+        "data": {
+            "source": {
+                "type": "gta5",
+                "root": str(root / "source"),
+                "resize": None,
+                "captions": "captions.json",
+            },
+            "target": {"type": "cityscapes", "root": str(root / "target"), "resize": None},
+            "num_labeled": num_labeled,
+            "crop": crop or [64, 64],
+            "batch": batch or {"source": 2, "labeled": 1, "unlabeled": 2},
+            "workers": 0,
+        },
+        "optim": {"iters": 6, "amp": "off"},
+        "eval": {"every": 0, "mode": "whole", "size": eval_size or [64, 128]},
+        "log": {"every": 1, "checkpoint_every": 2},
+    }

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from testkit.tiny_data import tiny_run_config
+
 ROOT = Path(__file__).resolve().parents[1]
 STRAIGHT_ITERS = 24  # conftest.py's straight_run: the kill-9 test's reference and the published run
 
@@ -45,27 +47,7 @@ def fixed_batch_losses(trainer: Any, steps: int) -> tuple[list[float], dict[str,
 
 def tiny_config(bench: Path, out: Path, **overrides: Any) -> Path:
     """A training config for the tiny benchmark at `bench` (dotted-key overrides) written to out/config.yaml."""
-    cfg = {
-        "experiment": "t",
-        "output_dir": str(out),
-        "model": {"name": "semidavil-tiny", "pretrained": None},
-        "data": {
-            "source": {
-                "type": "gta5",
-                "root": str(bench / "source"),
-                "resize": None,
-                "captions": "captions.json",
-            },
-            "target": {"type": "cityscapes", "root": str(bench / "target"), "resize": None},
-            "num_labeled": 2,
-            "crop": [64, 64],
-            "batch": {"source": 2, "labeled": 1, "unlabeled": 2},
-            "workers": 0,
-        },
-        "optim": {"iters": 6, "amp": "off"},
-        "eval": {"every": 0, "mode": "whole", "size": [64, 128]},
-        "log": {"every": 1, "checkpoint_every": 2},
-    }
+    cfg = tiny_run_config(bench, out)
     for key, value in overrides.items():
         node = cfg
         *parents, last = key.split(".")
