@@ -122,9 +122,13 @@ def test_probe_setting_and_where_it_caches(monkeypatch, tmp_path):
     from serving.settings import ServiceSettings
 
     monkeypatch.delenv("SEMIDAVIL_ARTIFACTS", raising=False)
+    monkeypatch.delenv("SEMIDAVIL_CACHE_DIR", raising=False)  # a user's own cache root would win
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("SEMIDAVIL_BACKEND_PROBE", raising=False)
     assert ServiceSettings.from_env().probe_dir == str(tmp_path / "semidavil" / "artifacts")
+    monkeypatch.setenv("SEMIDAVIL_CACHE_DIR", str(tmp_path / "own"))
+    assert ServiceSettings.from_env().probe_dir == str(tmp_path / "own" / "artifacts")
+    monkeypatch.delenv("SEMIDAVIL_CACHE_DIR")
     monkeypatch.setenv("SEMIDAVIL_ARTIFACTS", str(tmp_path / "art"))
     assert ServiceSettings.from_env().probe_dir == str(tmp_path / "art")
     monkeypatch.setenv("SEMIDAVIL_BACKEND_PROBE", "off")
