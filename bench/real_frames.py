@@ -63,7 +63,7 @@ ROWS = (
     Row("source_only", "source only", (0,)),
     Row("target_only", "target only (same 8 labels)", (0, 1)),
     Row("ct_dyce", "CT + DyCE", (0,)),
-    Row("full", "full (CT + DyCE + VLP + DLG)", (0, 1)),
+    Row("full", "full (CT + DyCE + DLG)", (0, 1)),
 )
 ROW_KEYS = tuple(r.key for r in ROWS)
 
@@ -84,6 +84,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # folders (runs/, weights and state) are not, and a fresh clone should not re-train a finished row to
 # rebuild the table.
 RECORDS = ROOT / "results" / "real"
+# Records of earlier models' rows, kept for comparison: (folder under RECORDS, what the model was)
+ARCHIVES = (
+    (
+        "vit-small",
+        "`semidavil-small` (ViT/16 tower from its mini-VLP towers; the model of the rows before 2026-12-07)",
+    ),
+)
 
 
 def record_path(records: Path, row: Row, seed: int) -> Path:
@@ -199,10 +206,11 @@ def write_report(args: argparse.Namespace, results: dict[str, list[dict[str, Any
         "Synthetic source (the generator's source look, 1000 scenes) -> **real Cityscapes frames**",
         "(`../shared/fixtures/real`): 8 labelled train frames, 170 unlabelled frames (145 sequence +",
         "25 single), evaluated on the 3 labelled frankfurt val frames at full label resolution, whole",
-        "image at 256x512, EMA teacher. Model `semidavil-small`: every row starts from its mini-VLP towers",
-        "(`pretrained/vlp-small`, synthetic crop-caption pairs only: no CLIP or ImageNet weights offline),",
-        "trains the visual tower fully and keeps the text tower frozen; full adds the DLG, which sees only",
-        "the source captions (the real frames have none offline). Rows: `training/configs/real_*.yaml`.",
+        "image at 256x512, EMA teacher. Model `semidavil-small-cnn`: a convolutional CLIP visual tower",
+        "(timm regnetx_002) from random weights (no CLIP or ImageNet weights offline, and the mini-VLP",
+        "towers exist for the ViT only: every row is \"w/o VLP\"), under the frozen text tower of the",
+        "mini-VLP (`pretrained/vlp-small`, synthetic crop-caption pairs only); full adds the DLG, which sees",
+        "only the source captions (the real frames have none offline). Rows: `training/configs/real_*.yaml`.",
         "",
         "Command: `python -m bench.real_frames` (resumable; wall times are training + evaluation on 2 cores).",
         "",
@@ -217,6 +225,7 @@ def write_report(args: argparse.Namespace, results: dict[str, list[dict[str, Any
         "",
         markdown_table(["target", "numbers", "result"], targets(results)),
         "",
+        *archive_lines(args.records, classes),
         *notes_lines(),
         "### Machine",
         "",
@@ -224,6 +233,16 @@ def write_report(args: argparse.Namespace, results: dict[str, list[dict[str, Any
     ])  # fmt: skip
     write_section(args.results, "real-frames", body, title=RESULTS_TITLE, intro=RESULTS_INTRO)
     return body
+
+
+def archive_lines(records: Path, classes: list[str]) -> list[str]:
+    """The same table for each earlier model whose records are kept under `records/<folder>`."""
+    lines = []
+    for folder, what in ARCHIVES:
+        runs = {row.key: load_runs(row, records / folder / "no-runs", records / folder) for row in ROWS}
+        if any(runs.values()):
+            lines += [f"### Earlier model: {what}", "", row_table(runs, classes), ""]
+    return lines
 
 
 def notes_lines() -> list[str]:

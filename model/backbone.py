@@ -118,6 +118,11 @@ class DenseClipVisual(nn.Module):
         self.skip_layers = tuple(skip_layers)
 
     @property
+    def skip_channels(self) -> list[int]:
+        """Channels of each skip feature (`skip_layers` order)."""
+        return [self.width] * len(self.skip_layers)
+
+    @property
     def blocks(self) -> nn.ModuleList:
         return self.transformer.resblocks
 
@@ -152,13 +157,15 @@ class DenseClipVisual(nn.Module):
         return to_map(dense), [to_map(skips[i]) for i in self.skip_layers]
 
 
-def set_finetune(visual: DenseClipVisual, mode: str) -> None:
+def set_finetune(visual: nn.Module, mode: str) -> None:
     """Choose which ViT parameters train (docs/method.md 1.3).
 
     `spatial` (SemiVL's spatial fine-tuning): only attention projections (`attn` in the name) and
     the positional embedding; LayerNorms, MLPs, patch embedding, cls token, ln_post and proj stay
     frozen, which keeps the dense features in CLIP's joint space. `full`: everything. `frozen`: none.
     """
+    if mode == "spatial" and not isinstance(visual, DenseClipVisual):
+        raise ValueError("spatial fine-tuning is defined for a ViT tower only; use full or frozen")
     for name, param in visual.named_parameters():
         if mode == "full":
             param.requires_grad_(True)

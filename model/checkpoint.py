@@ -68,6 +68,27 @@ def standard_layout(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
 
 
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def stored_as(tensors: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
+    """Floating tensors cast to the storage dtype (fp32 ones only; integer buffers unchanged).
+
+    float16 halves a shipped checkpoint; loading casts back to the model's fp32 (`load_state_dict`
+    copies across dtypes). A value float16 cannot hold (|x| > 65504) is refused, not saturated.
+    """
+    dtype = STORAGE_DTYPES[storage]
+    out = {}
+    for name, t in tensors.items():
+        if t.dtype == torch.float32 and dtype != torch.float32:
+            cast = t.to(dtype)
+            if not torch.isfinite(cast).all() and torch.isfinite(t).all():
+                raise ValueError(f"tensor {name} does not fit {storage} (|x| up to {t.abs().max():.3g})")
+            t = cast
+        out[name] = t
+    return out
+
+
 def save_checkpoint(
     path: str | Path,
     model: SemiDAViL,
@@ -75,13 +96,20 @@ def save_checkpoint(
     training_config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    storage: str = "float32",
 ) -> dict[str, Any]:
-    """Write `model` atomically (temp file in the same folder, then rename); returns the header."""
+    """Write `model` atomically (temp file in the same folder, then rename); returns the header.
+
+    `storage`: "float32" (training checkpoints: exact) or "float16" (shipped checkpoints: half the
+    size; the header says which, and loading restores fp32 parameters)."""
     path = Path(path)
-    tensors = model_tensors(model)
+    if storage not in STORAGE_DTYPES:
+        raise ValueError(f"storage must be one of {sorted(STORAGE_DTYPES)}, got {storage!r}")
+    tensors = stored_as(model_tensors(model), storage)
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "storage_dtype": storage,
         "model_config": model.config.to_dict(),
         "class_names": list(class_names),
         "training_config": training_config or {},

@@ -22,6 +22,10 @@ CONV_SKIPS = (None, "resnet101", "resnet18", "stem")
 class VisionConfig:
     """CLIP ViT tower: `layers` blocks of `width` channels on `patch_size` patches.
 
+    `timm_model_name`: a convolutional tower instead (a timm model through open_clip's timm adapter,
+    average pooling and a linear projection; `model.backbone_conv`); the ViT fields are then unused
+    and `patch_size` is the trunk's last stride (inputs are multiples of it).
+
     `imagenet_layout`: the timm/ImageNet ViT's layout instead of CLIP's (no pre-LayerNorm, LayerNorm
     eps 1e-6, exact GELU), so an ImageNet ViT's weights load exactly (`model.imagenet`).
     """
@@ -32,6 +36,7 @@ class VisionConfig:
     head_width: int = 64
     mlp_ratio: float = 4.0
     imagenet_layout: bool = False
+    timm_model_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,16 @@ class ModelConfig:
         _check(self.conv_skip in CONV_SKIPS, f"conv_skip must be one of {CONV_SKIPS}")
         n_skips = len(self.skip_layers) + (self.conv_skip is not None)
         _check(n_skips == 2, f"the decoder takes 2 skips, config gives {n_skips}")
-        _check(all(0 <= i < self.clip.vision.layers for i in self.skip_layers), "skip_layers out of range")
+        if self.clip.vision.timm_model_name:
+            # the trunk's stages are known once it is built: DenseClipConv checks the range
+            _check(
+                self.finetune in ("full", "frozen"), "a conv tower has no spatial fine-tuning: full or frozen"
+            )
+            _check(self.conv_skip is None, "a conv tower gives its own stride-4 skip: conv_skip must be null")
+        else:
+            _check(
+                all(0 <= i < self.clip.vision.layers for i in self.skip_layers), "skip_layers out of range"
+            )
         _check(
             self.image_size % self.clip.vision.patch_size == 0, "image_size must be a multiple of patch_size"
         )

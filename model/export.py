@@ -17,7 +17,7 @@ def example_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Zero-filled example inputs of the graph's signature (one real token per caption)."""
     c = graph.visual.embed_dim
-    device = graph.visual.positional_embedding.device
+    device = next(graph.parameters()).device
     mask = torch.zeros(batch, caption_length, dtype=torch.bool, device=device)
     mask[:, 0] = True
     return (

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from model.backbone import DenseClipVisual, set_finetune
+from model.backbone_conv import DenseClipConv
 from model.config import ModelConfig, get_model_config
 from model.conv_skip import ResNetSkip
 from model.segmentor import SegmentationGraph, SemiDAViL
@@ -23,6 +24,7 @@ from model.text import ClipTextEncoder
 
 if TYPE_CHECKING:  # open_clip ships no type information: these names type as Any
     from open_clip.model import CLIP
+    from open_clip.timm_model import TimmModel
     from open_clip.transformer import VisionTransformer
 
 
@@ -35,7 +37,7 @@ def build_clip(cfg: ModelConfig) -> nn.Module:
     import open_clip
 
     vision = cfg.clip.vision
-    vision_cfg = {
+    vision_cfg: dict[str, object] = {
         "image_size": cfg.image_size,
         "layers": vision.layers,
         "width": vision.width,
@@ -44,6 +46,13 @@ def build_clip(cfg: ModelConfig) -> nn.Module:
         "mlp_ratio": vision.mlp_ratio,
         "no_ln_pre": vision.imagenet_layout,
     }
+    if vision.timm_model_name:
+        vision_cfg = {
+            "image_size": cfg.image_size,
+            "timm_model_name": vision.timm_model_name,
+            "timm_pool": "avg",
+            "timm_proj": "linear",
+        }
     text = cfg.clip.text
     text_cfg = {
         "context_length": text.context_length,
@@ -101,6 +110,15 @@ def load_clip_weights(clip: CLIP, cfg: ModelConfig, pretrained: str) -> None:
     if cfg.vlp:
         open_clip.load_checkpoint(clip, path, strict=True)
         return
+    if cfg.clip.vision.timm_model_name:  # "w/o VLP" on a conv tower: the file's text side only
+        from open_clip.factory import load_state_dict
+
+        state = load_state_dict(path)
+        text_state = {k: v for k, v in state.items() if not k.startswith("visual.")}
+        result = clip.load_state_dict(text_state, strict=False)
+        if result.unexpected_keys or any(not k.startswith("visual.") for k in result.missing_keys):
+            raise RuntimeError(f"{path}: text weights do not fit ({result})")
+        return
     if not cfg.clip.vision.imagenet_layout:  # "w/o VLP": only the text side comes from CLIP
         visual_state = {k: v.clone() for k, v in clip.visual.state_dict().items()}
         open_clip.load_checkpoint(clip, path, strict=True)
@@ -135,6 +153,14 @@ def load_visual_weights(clip: CLIP, path: str | Path) -> None:
     if not visual:
         raise RuntimeError(f"{path}: no visual.* weights in this file (not an open_clip CLIP state dict)")
     clip.visual.load_state_dict(visual, strict=True)
+
+
+def dense_visual(visual: VisionTransformer | TimmModel, cfg: ModelConfig) -> DenseClipVisual | DenseClipConv:
+    """The dense-feature wrapper of an open_clip visual tower: MaskCLIP's value path for a ViT, the
+    per-location projection for a conv tower."""
+    if cfg.clip.vision.timm_model_name:
+        return DenseClipConv(visual, cfg.skip_layers)
+    return DenseClipVisual(visual, cfg.skip_layers)
 
 
 def create_model(
@@ -173,7 +199,7 @@ def create_model(
             load_timm_visual(clip, str(visual_pretrained))
         else:
             load_visual_weights(clip, visual_pretrained)
-    visual = DenseClipVisual(clip.visual, cfg.skip_layers)
+    visual = dense_visual(clip.visual, cfg)
     model = SemiDAViL(cfg, SegmentationGraph(visual, cfg), ClipTextEncoder(clip))
     if conv_skip_weights is not None:
         skip = model.seg.conv_skip

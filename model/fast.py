@@ -69,7 +69,7 @@ def inference_copy(graph: SegmentationGraph, dtype: torch.dtype = torch.bfloat16
     fast = copy.deepcopy(graph).eval()
     for param in fast.parameters():
         param.requires_grad_(False)
-    for block in fast.visual.blocks:
+    for block in getattr(fast.visual, "blocks", ()):  # ViT towers; a conv tower has none
         fold_quick_gelu(cast(nn.Module, block.mlp))
     cast_matmul_weights(fast, dtype)
     return fast

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.backbone import DenseClipVisual
+from model.backbone_conv import DenseClipConv
 from model.config import ModelConfig
 from model.conv_skip import build_conv_skip
 from model.decoder import VLGDecoder
@@ -26,17 +27,17 @@ class SegmentationGraph(nn.Module):
             class_embeds [K, c] L2-normalised) -> logits [B, K, H, W] (fp32 under autocast too).
     """
 
-    def __init__(self, visual: DenseClipVisual, cfg: ModelConfig) -> None:
+    def __init__(self, visual: DenseClipVisual | DenseClipConv, cfg: ModelConfig) -> None:
         super().__init__()
         self.visual = visual
         self.conv_skip = build_conv_skip(cfg.conv_skip) if cfg.conv_skip else None
-        c, d = cfg.embed_dim, visual.width
+        c = cfg.embed_dim
         # The DLG's initialisation draws from a forked RNG, so that for one seed every DLG mode
         # ("off" included: no parameters) leaves the decoder with the same initial weights and
         # an ablation's gap is not init noise.
         with torch.random.fork_rng(devices=[]):
             self.dlg = DenseLanguageGuidance(c, cfg.dlg.mode, cfg.dlg.heads, cfg.dlg.max_tokens)
-        skip_in = [d] * len(cfg.skip_layers) + ([self.conv_skip.out_channels] if self.conv_skip else [])
+        skip_in = visual.skip_channels + ([self.conv_skip.out_channels] if self.conv_skip else [])
         dc = cfg.decoder
         self.decoder = VLGDecoder(
             c,

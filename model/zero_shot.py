@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from model.backbone import DENSE_PATHS, DenseClipVisual
+from model.backbone_conv import DenseClipConv
 from model.config import ModelConfig, get_model_config, list_models
 from model.factory import create_model
 from model.segmentor import SemiDAViL
@@ -35,15 +36,20 @@ class ZeroShotGraph(nn.Module):
     """forward(images [B, 3, H, W], caption_feats [B, L, c] (unused), caption_mask [B, L] (unused),
     class_embeds [K, c] L2-normalised) -> logits [B, K, H, W] fp32 = scale * cos(dense, class).
 
-    dense_path: "clearclip" (default) or "maskclip", set on `visual` (see DenseClipVisual)."""
+    dense_path: "clearclip" (default) or "maskclip", set on a ViT `visual` (see DenseClipVisual); a
+    conv tower (DenseClipConv) has one dense reading and ignores it."""
 
     def __init__(
-        self, visual: DenseClipVisual, scale: float = LOGIT_SCALE, dense_path: str = DEFAULT_DENSE_PATH
+        self,
+        visual: DenseClipVisual | DenseClipConv,
+        scale: float = LOGIT_SCALE,
+        dense_path: str = DEFAULT_DENSE_PATH,
     ) -> None:
         super().__init__()
         if dense_path not in DENSE_PATHS:
             raise ValueError(f"dense_path must be one of {sorted(DENSE_PATHS)}, got {dense_path!r}")
-        visual.dense_path = dense_path  # the graph owns this visual (its SegmentationGraph is dropped)
+        if isinstance(visual, DenseClipVisual):
+            visual.dense_path = dense_path  # the graph owns this visual (its SegmentationGraph is dropped)
         self.visual = visual
         self.scale = scale
 

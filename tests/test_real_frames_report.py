@@ -81,3 +81,19 @@ def test_finished_rows_are_recorded_and_outlive_their_run_folders(tmp_path, monk
     run_row(row, 0, args)  # recorded: returns without training
     with pytest.raises(AssertionError, match="trained again"):
         run_row(row, 1, args)  # seed 1 has neither a record nor a run folder
+
+
+def test_earlier_models_records_get_their_own_table(tmp_path):
+    """Rows of a replaced model stay in the report, under their own heading, from their records."""
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    _write(runs, "old_full", _report(dict.fromkeys(CLASSES, 20.0), set(CLASSES[:6])), 1200)
+    real_frames.record_run(runs / "old_full", records / "vit-small" / "real_full.json")
+    _write(runs, "real_full", _report(dict.fromkeys(CLASSES, 50.0), set(CLASSES[:6])), 600)
+    rows = {r.key: r for r in ROWS}
+    results = {key: load_runs(row, runs, records) for key, row in rows.items()}
+    args = parse_args(["--runs", str(runs), "--records", str(records), "--results", str(tmp_path / "R.md")])
+    body = write_report(args, results)
+    current, earlier = body.split("### Earlier model")
+    assert "| full (CT + DyCE + DLG) | 0 | **50.0** |" in current
+    assert "| full (CT + DyCE + DLG) | 0 | **20.0** |" in earlier and "| 20.0 |" in earlier
+    assert "| target only (same 8 labels) | not run |" in earlier

@@ -8,8 +8,10 @@ and `<run>/wall_seconds.json`, and writes a new checkpoint whose header `metrics
 evaluation (mIoU, per-class IoU, eval mode and size, which weights were evaluated), the experiment
 name, the training wall time, the number of iterations, the commit of this repository, and
 `trained_on`: the run's data card (`data.card` or `--card`: what the data is, its sources and
-terms) with the number of images of every training stream. The tensors are written unchanged.
-A file over `--max-mb` is refused (the default checkpoint ships in the repository and the Bento).
+terms) with the number of images of every training stream. The tensors are written unchanged
+(or cast to float16 with `--storage float16`).
+A file over `--max-mb` is refused (the default checkpoint ships in the repository and the Bento);
+`--storage float16` halves it (the embedded default is published so).
 """
 
 from __future__ import annotations
@@ -102,15 +104,21 @@ def published_metrics(run_dir: Path, header: dict[str, Any], card: Path | None =
 
 
 def publish(
-    run_dir: Path, out: Path = DEFAULT_OUT, max_mb: float = 20.0, card: Path | None = None
+    run_dir: Path,
+    out: Path = DEFAULT_OUT,
+    max_mb: float = 20.0,
+    card: Path | None = None,
+    storage: str = "float32",
 ) -> dict[str, Any]:
-    """Write the run's model to `out` with its metrics in the header; returns the new header."""
+    """Write the run's model to `out` with its metrics in the header; returns the new header.
+
+    `storage` "float16" halves the file; the header's metrics stay the fp32 run's evaluation."""
     source = run_dir / MODEL_FILE
     model, header = load_model(source)
     metrics = published_metrics(run_dir, header, card)
     tmp = out.with_name(f".{out.name}.publish")
     training = _strip_host_paths(header.get("training_config") or {})
-    new_header = save_checkpoint(tmp, model, header["class_names"], training, metrics)
+    new_header = save_checkpoint(tmp, model, header["class_names"], training, metrics, storage=storage)
     size_mb = tmp.stat().st_size / 2**20
     if size_mb > max_mb:
         tmp.unlink()
@@ -130,8 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--card", type=Path, default=None, help="data card YAML (default: the run config's data.card, if any)"
     )
+    p.add_argument(
+        "--storage",
+        choices=("float32", "float16"),
+        default="float32",
+        help="tensor storage dtype: float16 halves the file; loading restores fp32 (default: %(default)s)",
+    )
     args = p.parse_args(argv)
-    header = publish(args.run_dir, args.out, args.max_mb, args.card)
+    header = publish(args.run_dir, args.out, args.max_mb, args.card, args.storage)
     m = header["metrics"]
     print(f"wrote {args.out}: {m['experiment']}, mIoU {m['miou']:.1f} ({m['benchmark']})")
     return 0

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from model.backbone import DenseClipVisual
+from model.backbone_conv import DenseClipConv
 from model.text import ClipTextEncoder, TextEmbedder
 from model.zero_shot import DEFAULT_DENSE_PATH, ZeroShotGraph
 from training.evaluation.evaluate import evaluate
@@ -86,7 +87,11 @@ def zero_shot_miou(
     """Dense zero-shot mIoU (%) of `clip` on a labelled dataset (items with "image", "label" in train
     ids, 255 = ignore), through the project's evaluator at `size`, whole-image:
     -> {"miou", "pixel_acc" (%), "iou": per class % or None where never seen}."""
-    graph = ZeroShotGraph(DenseClipVisual(clip.visual, ()), dense_path=dense_path)
+    # a conv tower has one dense reading (its per-location projection); dense_path picks a ViT's
+    visual = (
+        DenseClipConv(clip.visual, ()) if hasattr(clip.visual, "trunk") else DenseClipVisual(clip.visual, ())
+    )
+    graph = ZeroShotGraph(visual, dense_path=dense_path)
     eval_cfg = EvalSection.whole((int(size[0]), int(size[1])), max_images)
     cm = evaluate(graph, text_embedder(clip), class_embeds, dataset, eval_cfg, progress=False)
     acc = 100.0 * np.trace(cm.matrix) / max(int(cm.matrix.sum()), 1)

@@ -327,7 +327,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, worker
     build_corpus(cfg.corpus, corpus_settings(cfg.scenes), workers=workers, log=log)
     corpus = Corpus(cfg.corpus)
     clip = build_towers(cfg)
-    objective = Objective(cfg.objective, int(clip.visual.proj.shape[1]))
+    objective = Objective(cfg.objective, int(clip.text_projection.shape[1]))  # the joint space c
     tokens = Tokens(corpus.captions, int(clip.positional_embedding.shape[0]))
     modules: dict[str, nn.Module] = {"clip": clip, "objective": objective}
     opt = torch.optim.AdamW(
