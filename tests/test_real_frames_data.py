@@ -163,20 +163,15 @@ def test_random_scale_then_crop(real_root: Path) -> None:
 
 
 def test_short_real_target_run_lowers_the_loss(real_root: Path, tmp_path: Path) -> None:
-    """The real rows' config on the real frames (tiny crops, no source: CI has no synthetic data):
-    trainer steps on one fixed batch of real crops lower the supervised loss; CT runs on real frames.
-
-    On semidavil-tiny: semidavil-small with seed 0 sat at ln(19) for 80 steps here (its random
-    frozen text tower's class prompts are near copies; see the real-frames issue note), which is
-    a property of that init, not of this data path."""
+    """The real rows' config and model (semidavil-small-cnn under the committed mini-VLP text
+    tower) on the real frames (tiny crops, no source: CI has no synthetic data): trainer steps on
+    one fixed batch of real crops lower the supervised loss; CT runs on real frames."""
     from training.config import load_config
     from training.distributed import DistInfo
     from training.trainer import Trainer
 
     overrides = [
         f"data.target.root={real_root}",
-        "model.name=semidavil-tiny",
-        "model.pretrained=null",  # the rows' mini-VLP towers are semidavil-small's
         "data.target.resize=[128,256]",
         "data.crop=[64,64]",
         "data.batch.labeled=2",

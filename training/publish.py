@@ -124,6 +124,7 @@ def publish(
         tmp.unlink()
         raise PublishError(f"{out}: {size_mb:.1f} MB is over the {max_mb} MB limit")
     read_header(tmp)
+    os.chmod(tmp, 0o644)  # a shipped file: readable by whoever serves it (the temporary file was 0600)
     os.replace(tmp, out)
     return new_header
 
