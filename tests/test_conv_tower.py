@@ -110,3 +110,12 @@ def test_float16_storage_refuses_what_it_cannot_hold(tmp_path):
         save_checkpoint(tmp_path / "x.safetensors", m, CITYSCAPES_CLASSES, storage="float16")
     with pytest.raises(ValueError, match="storage must be one of"):
         save_checkpoint(tmp_path / "x.safetensors", m, CITYSCAPES_CLASSES, storage="int8")
+
+
+def test_zero_shot_graph_reads_a_conv_tower(cnn):
+    from model.zero_shot import ZeroShotGraph
+
+    graph = ZeroShotGraph(cnn.seg.visual)
+    with torch.no_grad():
+        logits = graph(*random_inputs(1, 128, 256, 5, 3, cnn.config.embed_dim))
+    assert logits.shape == (1, 5, 128, 256) and torch.isfinite(logits).all()

@@ -220,3 +220,18 @@ def test_report_names_the_gate_thresholds(corpus_dir, tmp_path):
     report = json.loads(json.dumps(pretrain(_config(corpus_dir, steps=2), tmp_path / "r", progress=False)))
     assert report["gates"]["prompt_cosine"]["threshold"] == 0.5
     assert report["gates"]["retrieval_r1_over_chance"]["threshold"] == 5.0
+
+
+def test_a_conv_tower_pretrains_and_its_weights_load_into_the_segmentation_model(corpus_dir, tmp_path):
+    """The mini-VLP runs on semidavil-small-cnn's conv tower (open_clip's timm adapter) unchanged,
+    and `model.pretrained` loads its file strictly into the segmentation model's towers."""
+    import open_clip
+
+    cfg = _config(corpus_dir, steps=4, model="semidavil-small-cnn", crop=64, batch=8)
+    pretrain(cfg, tmp_path / "cnn", progress=False)
+    weights = tmp_path / "cnn" / "clip.safetensors"
+    trained = build_towers(cfg)
+    open_clip.load_checkpoint(trained, str(weights), strict=True)
+    assert not torch.equal(trained.visual.head.proj.weight, build_towers(cfg).visual.head.proj.weight)
+    model = create_model("semidavil-small-cnn", pretrained=weights)
+    assert torch.equal(model.seg.visual.proj.weight, trained.visual.head.proj.weight)
