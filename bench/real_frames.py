@@ -239,6 +239,7 @@ def archive_lines(records: Path, classes: list[str]) -> list[str]:
     """The same table for each earlier model whose records are kept under `records/<folder>`."""
     lines = []
     for folder, what in ARCHIVES:
+        # records only: an archived model's run folders are gone (a path that does not exist)
         runs = {row.key: load_runs(row, records / folder / "no-runs", records / folder) for row in ROWS}
         if any(runs.values()):
             lines += [f"### Earlier model: {what}", "", row_table(runs, classes), ""]

@@ -43,16 +43,12 @@ class DenseClipConv(nn.Module):
         self.trunk = visual.trunk
         self.proj = head.proj
         info = self.trunk.feature_info
-        self.stages = len(info)
-        if any(not 0 <= i < self.stages - 1 for i in skip_layers):
-            raise ValueError(
-                f"skip_layers {skip_layers} must index the trunk's first {self.stages - 1} stages"
-            )
+        if any(not 0 <= i < len(info) - 1 for i in skip_layers):
+            raise ValueError(f"skip_layers {skip_layers} must index the trunk's first {len(info) - 1} stages")
         self.skip_layers = tuple(skip_layers)
         self.skip_channels = [int(info[i]["num_chs"]) for i in self.skip_layers]
         self.patch_size = int(info[-1]["reduction"])  # inputs must be multiples of the last stride
         self.embed_dim = int(self.proj.out_features)
-        self.dense_path = "linear"
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         p = self.patch_size

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -37,22 +37,18 @@ def build_clip(cfg: ModelConfig) -> nn.Module:
     import open_clip
 
     vision = cfg.clip.vision
-    vision_cfg: dict[str, object] = {
-        "image_size": cfg.image_size,
-        "layers": vision.layers,
-        "width": vision.width,
-        "patch_size": vision.patch_size,
-        "head_width": vision.head_width,
-        "mlp_ratio": vision.mlp_ratio,
-        "no_ln_pre": vision.imagenet_layout,
-    }
+    vision_cfg: dict[str, object] = {"image_size": cfg.image_size}
     if vision.timm_model_name:
-        vision_cfg = {
-            "image_size": cfg.image_size,
-            "timm_model_name": vision.timm_model_name,
-            "timm_pool": "avg",
-            "timm_proj": "linear",
-        }
+        vision_cfg.update(timm_model_name=vision.timm_model_name, timm_pool="avg", timm_proj="linear")
+    else:
+        vision_cfg.update(
+            layers=vision.layers,
+            width=vision.width,
+            patch_size=vision.patch_size,
+            head_width=vision.head_width,
+            mlp_ratio=vision.mlp_ratio,
+            no_ln_pre=vision.imagenet_layout,
+        )
     text = cfg.clip.text
     text_cfg = {
         "context_length": text.context_length,
@@ -113,11 +109,7 @@ def load_clip_weights(clip: CLIP, cfg: ModelConfig, pretrained: str) -> None:
     if cfg.clip.vision.timm_model_name:  # "w/o VLP" on a conv tower: the file's text side only
         from open_clip.factory import load_state_dict
 
-        state = load_state_dict(path)
-        text_state = {k: v for k, v in state.items() if not k.startswith("visual.")}
-        result = clip.load_state_dict(text_state, strict=False)
-        if result.unexpected_keys or any(not k.startswith("visual.") for k in result.missing_keys):
-            raise RuntimeError(f"{path}: text weights do not fit ({result})")
+        _load_text_side(clip, load_state_dict(path), path)
         return
     if not cfg.clip.vision.imagenet_layout:  # "w/o VLP": only the text side comes from CLIP
         visual_state = {k: v.clone() for k, v in clip.visual.state_dict().items()}
@@ -129,7 +121,12 @@ def load_clip_weights(clip: CLIP, cfg: ModelConfig, pretrained: str) -> None:
     vision = dataclasses.replace(cfg.clip.vision, imagenet_layout=False)
     donor = build_clip(dataclasses.replace(cfg, clip=dataclasses.replace(cfg.clip, vision=vision)))
     open_clip.load_checkpoint(donor, path, strict=True)
-    text_state = {k: v for k, v in donor.state_dict().items() if not k.startswith("visual.")}
+    _load_text_side(clip, donor.state_dict(), path)
+
+
+def _load_text_side(clip: CLIP, state: dict[str, Any], path: str) -> None:
+    """Load the non-visual keys of a CLIP state dict into `clip` (strict on those keys)."""
+    text_state = {k: v for k, v in state.items() if not k.startswith("visual.")}
     result = clip.load_state_dict(text_state, strict=False)
     if result.unexpected_keys or any(not k.startswith("visual.") for k in result.missing_keys):
         raise RuntimeError(f"{path}: text weights do not fit ({result})")
