@@ -113,7 +113,15 @@ def machine_info() -> dict[str, Any]:
         "open_clip": _package_version("open_clip_torch"),
         "libraries": {
             dist: _package_version(dist)
-            for dist in ("numpy", "onnxruntime", "onnx", "bentoml", "transformers", "opencv-python-headless")
+            for dist in (
+                "numpy",
+                "onnxruntime",
+                "onnx",
+                "bentoml",
+                "transformers",
+                "opencv-python-headless",
+                "imagecodecs",
+            )
         },
         "python": platform.python_version(),
         "platform": platform.platform(),

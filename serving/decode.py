@@ -6,8 +6,8 @@ Order of checks (each one cheap, the expensive decode last):
 3. `Image.open` with only the allowed plugin, which parses the header but no pixel data; the
    declared width x height against `max_pixels` and `max_side` (413 `image_too_large`);
 4. `load()` with `ImageFile.LOAD_TRUNCATED_IMAGES` off: truncated or corrupt data is 422 (8-bit
-   grey/RGB/RGBA PNGs are decoded by OpenCV after a CRC check of every chunk: the same pixels,
-   faster, and without holding the GIL: `serving.png_fast`);
+   grey/RGB/RGBA PNGs are decoded by imagecodecs' libpng after a CRC check of every chunk: the
+   same pixels, faster, and without holding the GIL: `serving.png_fast`);
 5. EXIF orientation applied, then the mode converted to RGB (see `to_rgb_array`).
 
 Alpha policy: transparent images are composited on black (rgb * alpha / 255). Black is what a
@@ -257,7 +257,7 @@ def decode_image(data: bytes, limits: Limits | None = None) -> DecodedImage:
 
 
 def _decode_png_fast(data: bytes) -> DecodedImage | None:
-    """8-bit grey/RGB/RGBA PNG by OpenCV (serving.png_fast), converted as `to_rgb_array` does;
+    """8-bit grey/RGB/RGBA PNG by imagecodecs (serving.png_fast), converted as `to_rgb_array` does;
     None for every other PNG. 422 for a truncated or corrupt file."""
     try:
         mode = png_fast.fast_mode(data)

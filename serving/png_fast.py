@@ -1,13 +1,14 @@
-"""The common PNG (8-bit grey, RGB or RGBA, one frame) decoded by OpenCV's libpng instead of PIL.
+"""The common PNG (8-bit grey, RGB or RGBA, one frame) decoded by imagecodecs' libpng instead of PIL.
 
-Why (bench/request_path.py, BENCHMARKS.md "request-path"): cv2.imdecode is a little faster than PIL
-on a 2048x1024 photo and releases the GIL, so two requests decode in parallel; libspng (pyspng)
-was fastest alone but holds the GIL, which stalls every other request and the event loop, so it
-lost under load. Pixels are identical to PIL's.
+Why (bench/request_path.py, BENCHMARKS.md "request-path"): imagecodecs' own libpng build decodes a
+2048x1024 photo faster than OpenCV's (which links the system zlib) and PIL, and it releases the
+GIL, so two requests decode in parallel and the event loop never stalls (libspng through pyspng
+was fast alone but holds the GIL). Pixels are identical to PIL's (tested; and on every 8-bit PNG of
+the fixtures).
 Every chunk's length and CRC is checked here first (cheap next to decoding) so that a cut or corrupt
-file gets a message naming the chunk (cv2 only returns None). Anything else (palette, bit depths
-other than 8, a transparent colour (tRNS), EXIF orientation (eXIf), animation (acTL)) returns None
-and goes through PIL, whose conversions `serving.decode` defines.
+file gets a message naming the chunk. Anything else (palette, bit depths other than 8, a
+transparent colour (tRNS), EXIF orientation (eXIf), animation (acTL)) returns None and goes through
+PIL, whose conversions `serving.decode` defines.
 """
 
 from __future__ import annotations
@@ -15,18 +16,14 @@ from __future__ import annotations
 import struct
 import zlib
 
-import cv2
+import imagecodecs
 import numpy as np
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IHDR colour type -> PIL's mode name for it (grey, RGB, RGBA at bit depth 8)
 _FAST_COLOUR_TYPES = {0: "L", 2: "RGB", 6: "RGBA"}
-# mode -> (cv2.imdecode flags, the channel part of the decoded array's shape)
-_CV2_READ = {
-    "L": (cv2.IMREAD_GRAYSCALE, ()),
-    "RGB": (cv2.IMREAD_COLOR_RGB, (3,)),
-    "RGBA": (cv2.IMREAD_UNCHANGED, (4,)),
-}
+# mode -> the channel part of the decoded array's shape
+_CHANNELS = {"L": (), "RGB": (3,), "RGBA": (4,)}
 # chunks that change what the pixels mean or which frame is first: PIL handles those files
 _SLOW_CHUNKS = frozenset({b"tRNS", b"eXIf", b"acTL"})
 
@@ -36,7 +33,7 @@ class BrokenPNG(ValueError):
 
 
 def fast_mode(data: bytes) -> str | None:
-    """PIL's mode name ("L", "RGB", "RGBA") when OpenCV may decode `data`, else None.
+    """PIL's mode name ("L", "RGB", "RGBA") when the fast path may decode `data`, else None.
 
     Reads the header and every chunk's type and CRC, not the pixel data. Raises BrokenPNG for a
     truncated chunk or a CRC mismatch (PIL refuses those files too).
@@ -76,12 +73,13 @@ def _chunks_are_sound(view: memoryview) -> bool:
 def decode(data: bytes, mode: str) -> np.ndarray:
     """uint8 [H, W] (mode "L") or [H, W, 3|4] RGB/RGBA for data that `fast_mode` gave `mode` for.
 
-    Raises BrokenPNG when libpng cannot decode the pixel data.
+    Raises BrokenPNG when libpng cannot decode the pixel data (e.g. a deflate stream that is
+    corrupt under a valid CRC).
     """
-    flags, channels = _CV2_READ[mode]
-    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
-    if pixels is None or pixels.dtype != np.uint8 or pixels.shape[2:] != channels:
-        raise BrokenPNG("libpng could not decode the pixel data")
-    if mode == "RGBA":
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
+    try:
+        pixels = imagecodecs.png_decode(data)
+    except imagecodecs.PngError as err:
+        raise BrokenPNG(f"libpng could not decode the pixel data ({err})") from err
+    if pixels.dtype != np.uint8 or pixels.shape[2:] != _CHANNELS[mode]:
+        raise BrokenPNG(f"libpng decoded {pixels.dtype} {pixels.shape}, not 8-bit {mode}")
     return pixels

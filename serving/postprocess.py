@@ -19,12 +19,16 @@ tested:
   is upsampled bilinearly instead (a convex combination of the corners' confidences), off by
   <= 0.01 per pixel and <= 0.001 in a class's mean confidence on the fixture frames. Confidence
   only feeds the per-class mean confidence of the response.
-The boundary pixels are gathered all at once (in chunks), not band by band: with logits at the
-full working size (256x512 -> 2048x1024) a Python loop over bands was most of the cost.
+The boundary cells are handled all at once (in chunks), not band by band: each cell's output
+pixels are a run along each axis, so its four corners are gathered once and its pixels are found
+from the runs (no search over the full-size label map). The confidence is computed only when first
+asked for (`Upsampled.confidence`): a label PNG never needs it.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cv2
@@ -41,13 +45,30 @@ _MARGIN_REL = 1e-4
 # the reference's one cv2.resize is as fast.
 _MIN_UPSCALE_AREA = 4.0
 _UNSURE = 255  # cell label of a cell that takes the full path (class indices stay below it)
-# Boundary pixels go through the full path in chunks of this many (bounds its memory: ~5 KB each).
-_FULL_PATH_CHUNK = 1 << 16
+# Boundary cells go through the full path in chunks of about this many output pixels (bounds the
+# memory of their bilinear logits: K floats a pixel, a few temporaries).
+_FULL_PATH_PIXELS = 1 << 16
+
+
+class Upsampled:
+    """Labels at the input size, and their confidence computed on first use (then kept).
+
+    labels: uint8 [H, W]; confidence: float16 [H, W], the max softmax probability. A caller that
+    only needs labels (a label PNG) never pays for the confidence.
+    """
+
+    def __init__(self, labels: np.ndarray, confidence: Callable[[], np.ndarray]) -> None:
+        self.labels = labels
+        self._confidence = confidence
+
+    @functools.cached_property
+    def confidence(self) -> np.ndarray:
+        return self._confidence()
 
 
 @torch.inference_mode()
-def labels_and_confidence(logits: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """logits [K, h, w] -> (labels uint8 [H, W], confidence float16 [H, W] in (0, 1]) at size (H, W).
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> Upsampled:
+    """logits [K, h, w] -> Upsampled (labels uint8 [H, W], confidence float16 [H, W]) at size (H, W).
 
     The labels of `reference_labels_and_confidence` by the cell method on CPU for upscaling of
     >= 4x in area and K < 255 (module docstring: what is exact and what is within a tolerance);
@@ -58,8 +79,17 @@ def labels_and_confidence(logits: torch.Tensor, size: tuple[int, int]) -> tuple[
     k, h, w = logits.shape
     big = size[0] * size[1] >= _MIN_UPSCALE_AREA * h * w
     if logits.device.type == "cpu" and k < _UNSURE and big:
-        return _cell_labels_and_confidence(logits.float().numpy(), size)
-    return reference_labels_and_confidence(logits, size)
+        cells = _CellUpsample(logits.float().numpy(), size)
+        return Upsampled(cells.labels(), cells.confidence)
+    labels, confidence = reference_labels_and_confidence(logits, size)
+    return Upsampled(labels, lambda: confidence)
+
+
+def labels_and_confidence(logits: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """logits [K, h, w] -> (labels uint8 [H, W], confidence float16 [H, W] in (0, 1]): `upsample`,
+    both computed."""
+    result = upsample(logits, size)
+    return result.labels, result.confidence
 
 
 @torch.inference_mode()
@@ -105,16 +135,87 @@ def _axis_cells(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(first, -1, n_in - 1) + 1, weight
 
 
-def _corner_stats(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """fp32 [K, h, w] -> (argmax uint8 [h, w], clear-lead bool [h, w], max softmax float32 [h, w]).
+class _Axis:
+    """One axis of the cell grid: output coordinate -> cell and weight, and per cell its run of
+    output coordinates (the map is monotone, so each cell's outputs are contiguous)."""
 
-    torch, not numpy: the max over the class axis is one threaded pass (np.partition was slower).
-    """
+    def __init__(self, n_out: int, n_in: int) -> None:
+        self.n_in = n_in
+        self.cell, self.weight = _axis_cells(n_out, n_in)
+        edges = np.searchsorted(self.cell, np.arange(n_in + 2))
+        self.start, self.count = edges[:-1], np.diff(edges)  # per cell index 0..n_in
+
+    def runs(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cell indices [n] -> (output coordinates [n, m], valid [n, m]), m the longest run; the
+        coordinates past a cell's run repeat its last one (masked out by `valid`)."""
+        steps = np.arange(max(1, int(self.count.max())))
+        valid = steps < self.count[cells][:, None]
+        coords = self.start[cells][:, None] + np.minimum(steps, np.maximum(self.count[cells], 1)[:, None] - 1)
+        return coords, valid
+
+    def corners(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cell index i of the edge-padded grid has the corners i - 1 and i, clamped to the image."""
+        return np.maximum(cells - 1, 0), np.minimum(cells, self.n_in - 1)
+
+
+class _CellUpsample:
+    """The cell method (module docstring) for float32 logits [K, h, w] and an output size (H, W)."""
+
+    def __init__(self, logits: np.ndarray, size: tuple[int, int]) -> None:
+        _, h, w = logits.shape
+        self.logits, self.size = logits, size
+        self.ys, self.xs = _Axis(size[0], h), _Axis(size[1], w)
+        self.top, best, clear = _corner_stats(torch.from_numpy(logits))
+        self.cells = _cell_labels(best, clear)
+        unsure_y, unsure_x = np.nonzero(self.cells == _UNSURE)
+        # cells with no output pixel (along a downscaled axis) need nothing
+        keep = (self.ys.count[unsure_y] > 0) & (self.xs.count[unsure_x] > 0)
+        self.unsure = unsure_y[keep], unsure_x[keep]
+
+    def labels(self) -> np.ndarray:
+        """uint8 [H, W]: the unanimous cells' class, the boundary cells' pixels in full."""
+        labels = self.cells[self.ys.cell][:, self.xs.cell]
+        for y, x, valid, values in self._boundary():
+            labels[y, x] = values.argmax(dim=-1).to(torch.uint8).numpy()[valid]
+        return labels
+
+    def confidence(self) -> np.ndarray:
+        """float16 [H, W]: exact in boundary cells, bilinear of the corners' max softmax elsewhere."""
+        low = (torch.from_numpy(self.logits) - self.top).exp_().sum(dim=0).reciprocal_().numpy()
+        confidence = cv2.resize(low, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
+        for y, x, valid, values in self._boundary():
+            top = values.amax(dim=-1, keepdim=True)
+            confidence[y, x] = values.sub_(top).exp_().sum(dim=-1).reciprocal_().numpy()[valid]
+        return confidence.astype(np.float16)
+
+    def _boundary(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]]:
+        """Per chunk of boundary cells: the output pixels' (y, x) [n] (valid ones), the valid mask
+        [c, my, mx], and the bilinear logits [c, my, mx, K] of every cell's output pixels."""
+        unsure_y, unsure_x = self.unsure
+        # a cell has up to run_y x run_x output pixels (the upscale factors, rounded up)
+        run_y, run_x = int(self.ys.count.max()), int(self.xs.count.max())
+        chunk = max(1, _FULL_PATH_PIXELS // max(1, run_y * run_x))
+        for lo in range(0, unsure_y.size, chunk):
+            cy, cx = unsure_y[lo : lo + chunk], unsure_x[lo : lo + chunk]
+            (y, valid_y), (x, valid_x) = self.ys.runs(cy), self.xs.runs(cx)
+            (y0, y1), (x0, x1) = self.ys.corners(cy), self.xs.corners(cx)
+            tl, tr, bl, br = (
+                self.logits[:, a, b].T[:, None, :] for a, b in ((y0, x0), (y0, x1), (y1, x0), (y1, x1))
+            )
+            values = _interpolate(
+                tl, tr, bl, br, self.xs.weight[x][:, :, None], self.ys.weight[y][:, :, None, None]
+            )
+            valid = valid_y[:, :, None] & valid_x[:, None, :]
+            yy, xx = np.broadcast_arrays(y[:, :, None], x[:, None, :])
+            yield yy[valid], xx[valid], valid, values
+
+
+def _corner_stats(logits: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """fp32 [K, h, w] -> (max logit [h, w], argmax uint8 [h, w], clear-lead bool [h, w])."""
     top, best = logits.max(dim=0)
     second = logits.scatter(0, best[None], float("-inf")).amax(dim=0)
     clear = (top - second) >= _MARGIN_REL * max(1.0, float(logits.abs().amax()))
-    confidence = (logits - top).exp_().sum(dim=0).reciprocal_()
-    return best.to(torch.uint8).numpy(), clear.numpy(), confidence.numpy()
+    return top, best.to(torch.uint8).numpy(), clear.numpy()
 
 
 def _cell_labels(best: np.ndarray, clear: np.ndarray) -> np.ndarray:
@@ -127,47 +228,21 @@ def _cell_labels(best: np.ndarray, clear: np.ndarray) -> np.ndarray:
     return np.where(sure, a, _UNSURE).astype(np.uint8)
 
 
-def _cell_labels_and_confidence(logits: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """float32 [K, h, w] -> (uint8 [H, W], float16 [H, W]) by the cell method (module docstring)."""
-    _, h, w = logits.shape
-    out_h, out_w = size
-    best, clear, low_conf = _corner_stats(torch.from_numpy(logits))
-    cell_y, weight_y = _axis_cells(out_h, h)
-    cell_x, weight_x = _axis_cells(out_w, w)
-    labels = _cell_labels(best, clear)[cell_y][:, cell_x]
-    confidence = cv2.resize(low_conf, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-    flat = np.flatnonzero(labels == _UNSURE)  # 1-D: cheaper than np.nonzero's two arrays
-    if flat.size:
-        hwk = np.ascontiguousarray(logits.transpose(1, 2, 0))  # one pixel's K logits are one row
-        for lo in range(0, flat.size, _FULL_PATH_CHUNK):
-            y, x = np.divmod(flat[lo : lo + _FULL_PATH_CHUNK], out_w)
-            # cell index i of the edge-padded grid has the corners i - 1 and i, clamped to the image
-            y0, x0 = np.maximum(cell_y[y] - 1, 0), np.maximum(cell_x[x] - 1, 0)
-            y1, x1 = np.minimum(cell_y[y], h - 1), np.minimum(cell_x[x], w - 1)
-            corners = hwk[y0, x0], hwk[y0, x1], hwk[y1, x0], hwk[y1, x1]
-            lab, conf = _full_path(*corners, weight_x[x][:, None], weight_y[y][:, None])
-            labels[y, x], confidence[y, x] = lab, conf
-    return labels, confidence.astype(np.float16)
-
-
-def _full_path(
+def _interpolate(
     top_left: np.ndarray,
     top_right: np.ndarray,
     bottom_left: np.ndarray,
     bottom_right: np.ndarray,
     weight_x: np.ndarray,
     weight_y: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Corner logits [n, K] and weights [n, 1] of n output pixels -> (argmax uint8 [n], max softmax
-    float32 [n]) of their bilinear interpolation: horizontal then vertical, the order cv2 uses."""
+) -> torch.Tensor:
+    """Corner logits [c, 1, K] of c cells and weights [c, mx, 1], [c, my, 1, 1] of their output
+    pixels -> bilinear logits [c, my, mx, K]: horizontal then vertical, the order (and float32
+    rounding) of cv2's INTER_LINEAR."""
     left = 1.0 - weight_x
     upper = top_left * left + top_right * weight_x
     lower = bottom_left * left + bottom_right * weight_x
-    values = torch.from_numpy(upper * (1.0 - weight_y) + lower * weight_y)
-    # torch for the reductions: threaded, and max gives the argmax in the same pass
-    top, labels = values.max(dim=1, keepdim=True)
-    confidence = values.sub_(top).exp_().sum(dim=1).reciprocal_()
-    return labels[:, 0].to(torch.uint8).numpy(), confidence.numpy()
+    return torch.from_numpy(upper[:, None] * (1.0 - weight_y) + lower[:, None] * weight_y)
 
 
 def class_stats(

@@ -13,7 +13,7 @@ from model.captioner import SOURCE_NONE as SOURCE_NONE  # re-exported: one defin
 from model.captioner import CaptionerLike as CaptionerLike  # re-exported for serving's modules
 from model.class_sets import ClassSet
 from serving.decode import DecodedImage
-from serving.postprocess import class_stats
+from serving.postprocess import Upsampled, class_stats
 
 # caption sources: the captioner's own (captioner, cache, none) plus the two the predictor adds
 SOURCE_CALLER = "caller"
@@ -45,14 +45,14 @@ class CaptionInfo:
 class Prediction:
     """The result for one image.
 
-    label_map: uint8 [H, W] class indices at the input size (train ids for the named sets);
-    confidence: float16 [H, W], the max softmax probability; rgb: the decoded input, uint8
+    upsampled: the logits at the input size, whose `label_map` (uint8 [H, W] class indices, train
+    ids for the named sets) is computed and whose `confidence` (float16 [H, W], the max softmax
+    probability) is computed on first use (a label PNG never needs it); rgb: the decoded input, uint8
     [H, W, 3]; timings_ms: decode, caption, text, preprocess, forward, postprocess, total (stages
     shared by a batch report the batch's time); backend/precision: what actually ran.
     """
 
-    label_map: np.ndarray
-    confidence: np.ndarray
+    upsampled: Upsampled
     class_set: ClassSet
     caption: CaptionInfo
     timings_ms: dict[str, float]
@@ -70,6 +70,14 @@ class Prediction:
     zero_shot: bool = False
     open_vocabulary: bool = True
     warnings: tuple[str, ...] = ()
+
+    @property
+    def label_map(self) -> np.ndarray:
+        return self.upsampled.labels
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.upsampled.confidence
 
     @property
     def input_size(self) -> tuple[int, int]:

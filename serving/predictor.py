@@ -62,7 +62,7 @@ from serving.loading import (
     working_size_for,
 )
 from serving.options import PredictorOptions
-from serving.postprocess import labels_and_confidence
+from serving.postprocess import Upsampled, upsample
 from serving.prediction import (
     SOURCE_CALLER,
     SOURCE_FAILED,
@@ -285,13 +285,14 @@ class Predictor:
         return [r for r in results if r is not None]
 
     def finish(self, result: ForwardResult) -> Prediction:
-        """Post-processing of one forward result: labels and confidence at the input size."""
+        """Post-processing of one forward result: labels at the input size (their confidence is
+        computed when first used)."""
         start = time.perf_counter()
-        labels, confidence = labels_and_confidence(result.logits, result.member.decoded.rgb.shape[:2])
+        upsampled = upsample(result.logits, result.member.decoded.rgb.shape[:2])
         timings = {**result.timings, "postprocess": _ms(start)}
         timings["total"] = sum(timings.values())
         return self._prediction(
-            result.member, labels, confidence, timings, result.backend, result.note, result.batch_size
+            result.member, upsampled, timings, result.backend, result.note, result.batch_size
         )
 
     def caption(self, image: ImageInput) -> CaptionInfo:
@@ -535,16 +536,14 @@ class Predictor:
     def _prediction(
         self,
         member: PreparedRequest,
-        labels: np.ndarray,
-        confidence: np.ndarray,
+        upsampled: Upsampled,
         timings: dict[str, float],
         backend: Backend,
         note: str | None,
         batch_size: int,
     ) -> Prediction:
         return Prediction(
-            label_map=labels,
-            confidence=confidence,
+            upsampled=upsampled,
             class_set=member.class_set,
             caption=member.caption,
             timings_ms={k: round(v, 3) for k, v in timings.items()},

@@ -272,7 +272,7 @@ def test_decode_array_checks_dtype_shape_and_limits():
         decode_array(np.zeros((11, 10, 3), np.uint8), Limits(max_pixels=100))
 
 
-# ---------------------------------------------------------------- the OpenCV path (serving.png_fast)
+# ---------------------------------------------------------------- the fast PNG path (serving.png_fast)
 def _pil_reference(data: bytes) -> np.ndarray:
     """What PIL alone decodes (to_rgb_array's conversions), for comparison with the fast path."""
     from serving.decode import to_rgb_array
@@ -323,7 +323,7 @@ def test_pngs_the_fast_path_leaves_to_pil(kind):
 
 
 def test_fast_png_path_names_the_chunk_of_a_flipped_idat_byte():
-    """The chunk walk checks every CRC before OpenCV (which would only return None) sees the data."""
+    """The chunk walk checks every CRC before libpng sees the data, and names the chunk."""
     rng = np.random.default_rng(2)
     data = bytearray(encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "PNG"))
     idat = data.index(b"IDAT")
@@ -336,3 +336,21 @@ def test_fast_png_path_refuses_a_cut_chunk():
     data = encode(Image.fromarray(gradient()), "PNG")
     with pytest.raises(InvalidImage, match="IDAT chunk cut short"):
         decode_image(data[: data.index(b"IDAT") + 20])
+
+
+def test_fast_png_path_refuses_a_corrupt_deflate_stream_under_a_valid_crc():
+    """A flipped byte whose chunk CRC was recomputed passes the chunk walk; libpng refuses it (422)."""
+    import struct
+    import zlib
+
+    from serving import png_fast
+
+    rng = np.random.default_rng(3)
+    data = bytearray(encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "PNG"))
+    idat = data.index(b"IDAT")
+    (length,) = struct.unpack_from(">I", data, idat - 4)
+    data[idat + 4 + 50] ^= 0xFF
+    struct.pack_into(">I", data, idat + 4 + length, zlib.crc32(bytes(data[idat : idat + 4 + length])))
+    assert png_fast.fast_mode(bytes(data)) == "RGB"  # the chunk walk accepts it
+    with pytest.raises(InvalidImage, match="libpng could not decode"):
+        decode_image(bytes(data))

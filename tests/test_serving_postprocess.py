@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from serving.postprocess import labels_and_confidence, reference_labels_and_confidence
+from serving.postprocess import labels_and_confidence, reference_labels_and_confidence, upsample
 
 
 def smooth_logits(k: int, h: int, w: int, seed: int, noise: float = 0.3) -> torch.Tensor:
@@ -38,6 +38,8 @@ def reference_margin(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         (3, 10, 20, (40, 81), 3),
         (19, 1, 1, (16, 16), 4),  # one logit pixel
         (7, 16, 16, (20, 200), 5),  # upscaled along one side only
+        (7, 16, 16, (200, 12), 7),  # upscaled along one side, downscaled along the other
+        (4, 3, 5, (97, 31), 8),  # long runs of output pixels per cell (about 32 x 6)
     ],
 )
 def test_cell_method_gives_the_reference_labels(k, h, w, size, seed):
@@ -85,3 +87,25 @@ def test_small_outputs_use_the_reference():
 def test_wrong_shape_is_refused():
     with pytest.raises(ValueError, match=r"\[K, h, w\]"):
         labels_and_confidence(torch.zeros(1, 3, 4, 4), (8, 8))
+
+
+def test_confidence_is_computed_only_when_asked_for():
+    """A label PNG needs only the labels: `upsample` leaves the confidence (exp, sum, full-size
+    resize) until first use, then keeps it; it equals the eager result."""
+    logits = smooth_logits(19, 32, 64, 9)
+    result = upsample(logits, (128, 256))
+    assert "confidence" not in vars(result)  # functools.cached_property: not computed yet
+    labels, conf = labels_and_confidence(logits, (128, 256))
+    assert (result.labels == labels).all()
+    assert result.confidence is result.confidence and (result.confidence == conf).all()
+
+
+def test_boundary_cells_in_many_chunks_give_the_same_result(monkeypatch):
+    """The full path's chunking (by output pixels) does not change labels or confidence."""
+    import serving.postprocess as postprocess
+
+    logits = smooth_logits(19, 16, 32, 10)
+    labels, conf = labels_and_confidence(logits, (64, 128))
+    monkeypatch.setattr(postprocess, "_FULL_PATH_PIXELS", 20)  # a cell of 4x4 pixels per chunk
+    chunked_labels, chunked_conf = labels_and_confidence(logits, (64, 128))
+    assert (chunked_labels == labels).all() and (chunked_conf == conf).all()
