@@ -68,13 +68,18 @@ def image_bytes(fixtures: str | Path | None = None) -> tuple[bytes, str]:
 
 
 def inprocess(
-    backend: str, max_batch: int = 8, output: str = "json"
+    backend: str, max_batch: int = 8, output: str = "json", predictor: Any = None
 ) -> tuple[Callable[[bytes], None], dict[str, Any]]:
-    """The in-process path (predict + the response the service builds for `output`) and what it runs."""
+    """The in-process path (predict + the response the service builds for `output`) and what it runs.
+
+    `predictor`: reuse this one (a second predictor in the same process would add a second OpenMP
+    team, which slows both: serving/compute.py); else the embedded default with `backend`.
+    """
     from serving.http import prediction_response
     from serving.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(None, backend=backend, captioner="none", max_batch=max_batch)
+    if predictor is None:
+        predictor = Predictor.from_checkpoint(None, backend=backend, captioner="none", max_batch=max_batch)
 
     def call(data: bytes) -> None:
         pred = predictor.predict(data, caption=CAPTION)

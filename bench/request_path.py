@@ -71,13 +71,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def measure_http(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
-    """Sequential HTTP vs in-process (label_png), throughput at concurrency 1 and 8, batched or not."""
+def measure_http(args: argparse.Namespace, data: bytes, predictor: Any) -> dict[str, Any]:
+    """Sequential HTTP vs in-process (label_png, on `predictor`), throughput at concurrency 1 and 8,
+    batched or not."""
     import tempfile
 
     from bench import http_bench
 
-    local_call, _ = http_bench.inprocess(args.backend, output="label_png")
+    local_call, _ = http_bench.inprocess(args.backend, output="label_png", predictor=predictor)
     with tempfile.TemporaryDirectory(prefix="semidavil-request-path-") as tmp:
         batched = http_bench.server_run(
             data, args.backend, 8, (1, 8), args.requests, args.rounds, (args.repeats, 3),
@@ -224,8 +225,10 @@ def measure_size(
     with captured_logits(logits):
         pred = predictor.predict(data, caption="")
     z, size = logits[0]
-    ref_labels, ref_conf = reference_labels_and_confidence(z, size)
-    labels, conf = labels_and_confidence(z, size)
+    # torch work only on the predictor's compute thread, as in the server (serving/compute.py)
+    on_compute = predictor.compute.run
+    ref_labels, ref_conf = on_compute(reference_labels_and_confidence, z, size)
+    labels, conf = on_compute(labels_and_confidence, z, size)
     k = len(pred.class_set)
 
     def class_means(lab: np.ndarray, cf: np.ndarray) -> np.ndarray:
@@ -244,10 +247,15 @@ def measure_size(
     stages: dict[str, tuple[Any, Any]] = {
         "decode": alternate(lambda: pil_decode(data), lambda: decode_image(data), repeats),
         "postprocess": alternate(
-            lambda: reference_labels_and_confidence(z, size), lambda: upsample(z, size).labels, repeats
+            lambda: on_compute(reference_labels_and_confidence, z, size),
+            lambda: on_compute(lambda: upsample(z, size).labels),
+            repeats,
         ),
         # confidence is computed on first use only (stats, JSON, the demo), never for a label PNG
-        "confidence (on first use)": (None, single(lambda: labels_and_confidence(z, size), repeats)),
+        "confidence (on first use)": (
+            None,
+            single(lambda: on_compute(labels_and_confidence, z, size), repeats),
+        ),
     }
     for name, fn in (
         ("stats", lambda: class_stats(pred.label_map, pred.confidence, pred.class_set)),
@@ -341,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             predictor.predict(data, caption="")
         stages, agreement = measure_size(predictor, data, args.repeats)
         measured["sizes"][name] = {"bytes": len(data), "stages": stages, "agreement": agreement}
-    measured["http"] = None if args.no_http else measure_http(args, full)
+    measured["http"] = None if args.no_http else measure_http(args, full, predictor)
     measured["machine"] = machine_info()
     if args.json:
         args.json.write_text(json.dumps(measured, indent=1, default=str))

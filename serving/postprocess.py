@@ -27,7 +27,7 @@ asked for (`Upsampled.confidence`): a label PNG never needs it.
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,11 +59,22 @@ class Upsampled:
 
     def __init__(self, labels: np.ndarray, confidence: Callable[[], np.ndarray]) -> None:
         self.labels = labels
-        self._confidence = confidence
+        self._compute = confidence
+        self._confidence: np.ndarray | None = None
+        # per instance: functools.cached_property's lock (Python 3.11) is shared by all instances,
+        # so one Upsampled computing through another (the predictor's compute thread) deadlocked
+        self._lock = threading.Lock()
 
-    @functools.cached_property
+    @property
     def confidence(self) -> np.ndarray:
-        return self._confidence()
+        with self._lock:
+            if self._confidence is None:
+                self._confidence = self._compute()
+            return self._confidence
+
+    @property
+    def confidence_computed(self) -> bool:
+        return self._confidence is not None
 
 
 @torch.inference_mode()

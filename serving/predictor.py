@@ -50,6 +50,7 @@ from serving.backend_probe import BackendChoice, resolve_auto
 from serving.backends.base import Backend, ShapeProfile
 from serving.backends.factory import create_backend, default_backend_name
 from serving.captioning import DeadlineCaptioner
+from serving.compute import ComputeThread
 from serving.decode import DecodedImage, Limits, decode_array, decode_image, decode_pil
 from serving.errors import InvalidParameter, ServingError
 from serving.gate_inputs import agreement_inputs
@@ -130,6 +131,7 @@ class Predictor:
         class_set: ClassSet | None = None,
         embedder: TextEmbedder | None = None,
         captioner_timeout_s: float | None = None,
+        compute: ComputeThread | None = None,
     ) -> None:
         check_working_size(working_size, served.model.seg.visual.patch_size)
         self.served = served
@@ -149,6 +151,8 @@ class Predictor:
         self._serialize = self.device.type == "cpu" or not backend.thread_safe
         # how `backend` was chosen (from_checkpoint sets it; GET /model reports it)
         self.backend_choice = BackendChoice(backend.name, "explicit", "passed to the Predictor")
+        # every forward and post-processing runs on this one thread (serving/compute.py: why)
+        self.compute = compute or ComputeThread()
 
     @classmethod
     def from_checkpoint(
@@ -163,6 +167,11 @@ class Predictor:
         through serving.backend_probe (GET /model `backend_choice` says how).
         """
         o = replace(options or PredictorOptions(), **overrides)
+        compute = ComputeThread()  # the model is built and warmed on the thread that will run it
+        return compute.run(cls._build, path, o, compute)
+
+    @classmethod
+    def _build(cls, path: str | None, o: PredictorOptions, compute: ComputeThread) -> Predictor:
         served = load_serving_model(path)
         torch_device = resolve_device(o.device)
         served.model.to(torch_device).eval()
@@ -217,6 +226,7 @@ class Predictor:
             class_set,
             embedder,
             o.captioner_timeout_s,
+            compute,
         )
         predictor.backend_choice = choice
         return predictor
@@ -256,6 +266,11 @@ class Predictor:
         `prepare` / `forward_prepared` / `finish` instead, so that decoding and post-processing
         stay in each request's thread.)
         """
+        return self.compute.run(self._predict_batch, requests, return_errors)
+
+    def _predict_batch(
+        self, requests: Sequence[PredictRequest], return_errors: bool
+    ) -> list[Prediction | ServingError]:
         results: list[Prediction | ServingError | None] = [None] * len(requests)
         groups: dict[tuple[str, ...], list[tuple[int, PreparedRequest]]] = defaultdict(list)
         for index, request in enumerate(requests):
@@ -275,6 +290,9 @@ class Predictor:
     def forward_prepared(self, prepared: Sequence[PreparedRequest]) -> list[ForwardResult]:
         """The batched forward of prepared requests (one backend call per class set and chunk),
         in their order; `finish` each result, e.g. in the request's own thread."""
+        return self.compute.run(self._forward_prepared, prepared)
+
+    def _forward_prepared(self, prepared: Sequence[PreparedRequest]) -> list[ForwardResult]:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for index, request in enumerate(prepared):
             groups[self._class_key(request.class_set)].append(index)
@@ -286,9 +304,13 @@ class Predictor:
 
     def finish(self, result: ForwardResult) -> Prediction:
         """Post-processing of one forward result: labels at the input size (their confidence is
-        computed when first used)."""
+        computed when first used, on the compute thread too)."""
+        return self.compute.run(self._finish, result)
+
+    def _finish(self, result: ForwardResult) -> Prediction:
         start = time.perf_counter()
-        upsampled = upsample(result.logits, result.member.decoded.rgb.shape[:2])
+        eager = upsample(result.logits, result.member.decoded.rgb.shape[:2])
+        upsampled = Upsampled(eager.labels, lambda: self.compute.run(lambda: eager.confidence))
         timings = {**result.timings, "postprocess": _ms(start)}
         timings["total"] = sum(timings.values())
         return self._prediction(

@@ -94,7 +94,7 @@ def test_confidence_is_computed_only_when_asked_for():
     resize) until first use, then keeps it; it equals the eager result."""
     logits = smooth_logits(19, 32, 64, 9)
     result = upsample(logits, (128, 256))
-    assert "confidence" not in vars(result)  # functools.cached_property: not computed yet
+    assert not result.confidence_computed
     labels, conf = labels_and_confidence(logits, (128, 256))
     assert (result.labels == labels).all()
     assert result.confidence is result.confidence and (result.confidence == conf).all()

@@ -310,3 +310,61 @@ def test_options_come_from_one_value_the_settings_produce(monkeypatch):
     assert built.limits.max_pixels == 123456 and built.working_size == (64, 128)
     with pytest.raises(TypeError):
         Predictor.from_checkpoint(None, PredictorOptions(), no_such_option=1)
+
+
+def test_uploads_up_to_the_body_limit_stay_in_memory():
+    """Starlette spools multipart parts over spool_max_size to disk; the service raises it to the
+    body limit (never lowers it) so that an upload is not written to disk and read back."""
+    from starlette.formparsers import MultiPartParser
+
+    from serving.http import keep_uploads_in_memory
+
+    before = MultiPartParser.spool_max_size
+    try:
+        keep_uploads_in_memory(20 << 20)
+        assert MultiPartParser.spool_max_size == 20 << 20
+        keep_uploads_in_memory(1000)
+        assert MultiPartParser.spool_max_size == 20 << 20
+    finally:
+        MultiPartParser.spool_max_size = before
+
+
+def test_forward_and_post_processing_run_on_the_compute_thread(predictor, fixture_png, monkeypatch):
+    """Every forward and post-processing of a predictor runs on its one compute thread, whichever
+    thread calls (serving/compute.py: one OpenMP team instead of one per calling thread); the lazy
+    confidence too, also when read from another thread (this deadlocked once: a shared lock)."""
+    import serving.predictor as predictor_module
+
+    threads: list[int] = []
+    forward, upsample = predictor._forward, predictor_module.upsample
+
+    def recording_forward(*args):
+        threads.append(threading.get_ident())
+        return forward(*args)
+
+    def recording_upsample(*args):
+        threads.append(threading.get_ident())
+        return upsample(*args)
+
+    monkeypatch.setattr(predictor, "_forward", recording_forward)
+    monkeypatch.setattr(predictor_module, "upsample", recording_upsample)
+    pred = predictor.predict(fixture_png, caption="")
+    other: list[Prediction] = []
+    worker = threading.Thread(target=lambda: other.append(predictor.predict(fixture_png, caption="")))
+    worker.start()
+    worker.join()
+    assert len(threads) == 4 and set(threads) == {predictor.compute.ident}
+    assert threading.get_ident() != predictor.compute.ident
+    reader = threading.Thread(target=lambda: other[0].confidence)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive() and other[0].upsampled.confidence_computed
+    assert (pred.confidence == other[0].confidence).all()
+
+
+def test_compute_thread_runs_nested_calls_directly():
+    from serving.compute import ComputeThread
+
+    compute = ComputeThread()
+    assert compute.run(lambda: compute.run(threading.get_ident)) == compute.ident
+    compute.shutdown()
