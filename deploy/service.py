@@ -251,9 +251,10 @@ class SemiDAViLService:
             req = PredictRequest(
                 data, caption, parse_classes(classes), parse_bool(use_captioner, "use_captioner")
             )
-            # Per-request work runs in this request's worker thread, so that requests overlap and
-            # the batch runs only the forward: decode, resize and caption before it, upsampling,
-            # argmax and the response (PNG and JSON encoding) after it, off the event loop.
+            # Decode, resize and caption run in this request's worker thread, off the event loop, so
+            # that requests overlap with the batched forward; upsampling and argmax follow on the
+            # predictor's compute thread (all its torch work: serving/compute.py), and the response
+            # (PNG and JSON encoding) back in the request's thread.
             prepared = await _to_thread(self.predictor.prepare, req)
             result = await self._segment(prepared)
             if isinstance(result, Response):  # a 500 from a failed forward

@@ -14,12 +14,14 @@ then argmax and max softmax (the reference behaviour).
 
 Post-processing (`serving.postprocess`): the labels of "upsample every class's logits, then
 argmax", computed by the cell method (identical labels on the fixture frames; several times
-faster at 2048x1024, BENCHMARKS.md "request-path"). A batch runs only the forward (`forward_prepared`); each request's post-processing
-(`finish`) runs in its own thread afterwards, so that two requests' upsampling overlaps on two
-cores and the next batch's forward does not wait for the last one's post-processing.
+faster at 2048x1024, BENCHMARKS.md "request-path"); the confidence only when first read. A batch
+runs only the forward (`forward_prepared`); each request's post-processing (`finish`) follows.
 
-Thread safety: caches are locked LRUs; backend calls are serialised by a lock on CPU (every
-forward already uses all cores) and for backends that are not thread-safe.
+Threads: building, warm-up, every forward and every post-processing run on the predictor's one
+compute thread (`self.compute`, serving/compute.py: one OpenMP team instead of one per calling
+thread, which made the forward ~1.5x slower); decoding and captioning (`prepare`) run on the
+caller's thread, so that requests still overlap (a torch captioner there is a second OpenMP team:
+captions are seconds and rare, so it was left there). Caches are locked LRUs.
 """
 
 from __future__ import annotations
@@ -263,8 +265,8 @@ class Predictor:
         Each PredictRequest carries its own image, caption, classes and captioner switch. With
         `return_errors`, a bad request yields its ServingError in place (the others still run);
         otherwise the first error is raised. (The service batches across HTTP requests with
-        `prepare` / `forward_prepared` / `finish` instead, so that decoding and post-processing
-        stay in each request's thread.)
+        `prepare` / `forward_prepared` / `finish` instead, so that decoding stays in each request's
+        thread.) Runs on the predictor's compute thread, whichever thread calls.
         """
         return self.compute.run(self._predict_batch, requests, return_errors)
 
@@ -289,7 +291,7 @@ class Predictor:
 
     def forward_prepared(self, prepared: Sequence[PreparedRequest]) -> list[ForwardResult]:
         """The batched forward of prepared requests (one backend call per class set and chunk),
-        in their order; `finish` each result, e.g. in the request's own thread."""
+        in their order, on the compute thread; `finish` each result (from any thread)."""
         return self.compute.run(self._forward_prepared, prepared)
 
     def _forward_prepared(self, prepared: Sequence[PreparedRequest]) -> list[ForwardResult]:
