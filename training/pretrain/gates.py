@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.backbone import DenseClipVisual
-from model.backbone_conv import DenseClipConv
+from model.config import ModelConfig, get_model_config
+from model.factory import dense_visual
 from model.text import ClipTextEncoder, TextEmbedder
 from model.zero_shot import DEFAULT_DENSE_PATH, ZeroShotGraph
 from training.evaluation.evaluate import evaluate
@@ -78,19 +79,20 @@ def retrieval(clip: CLIP, images: torch.Tensor, tokens: torch.Tensor, batch: int
 
 def zero_shot_miou(
     clip: nn.Module,
+    model: str | ModelConfig,
     class_embeds: torch.Tensor,
     dataset: Any,
     size: Sequence[int],
     max_images: int,
     dense_path: str = DEFAULT_DENSE_PATH,
 ) -> dict[str, object]:
-    """Dense zero-shot mIoU (%) of `clip` on a labelled dataset (items with "image", "label" in train
-    ids, 255 = ignore), through the project's evaluator at `size`, whole-image:
-    -> {"miou", "pixel_acc" (%), "iou": per class % or None where never seen}."""
-    # a conv tower has one dense reading (its per-location projection); dense_path picks a ViT's
-    visual = (
-        DenseClipConv(clip.visual, ()) if hasattr(clip.visual, "trunk") else DenseClipVisual(clip.visual, ())
-    )
+    """Dense zero-shot mIoU (%) of `clip` (the towers of config `model`) on a labelled dataset (items
+    with "image", "label" in train ids, 255 = ignore), through the project's evaluator at `size`,
+    whole-image: -> {"miou", "pixel_acc" (%), "iou": per class % or None where never seen}."""
+    # the config's own dense wrapper, without skips; a conv tower has one dense reading (its
+    # per-location projection), dense_path picks a ViT's
+    cfg = model if isinstance(model, ModelConfig) else get_model_config(model)
+    visual = dense_visual(clip.visual, dataclasses.replace(cfg, skip_layers=()))
     graph = ZeroShotGraph(visual, dense_path=dense_path)
     eval_cfg = EvalSection.whole((int(size[0]), int(size[1])), max_images)
     cm = evaluate(graph, text_embedder(clip), class_embeds, dataset, eval_cfg, progress=False)

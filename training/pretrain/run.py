@@ -179,7 +179,9 @@ def evaluate_gates(
     if val.is_dir():
         data = CityscapesDataset(val, "val")
         for key, path in (("zero_shot", "clearclip"), ("zero_shot_maskclip", "maskclip")):
-            report[key] = zero_shot_miou(clip, embeds, data, tuple(cfg.val_size), cfg.val_images, path)
+            report[key] = zero_shot_miou(
+                clip, cfg.model, embeds, data, tuple(cfg.val_size), cfg.val_images, path
+            )
             report[key].update(root=str(val), dense_path=path)
     clip.train()
     return report
