@@ -158,8 +158,8 @@ def _ui_app() -> Any:
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "GRADIO_ANALYTICS_ENABLED", "value": "False"},
         # No OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads that sleep at once must be woken for every
-        # parallel region, which made the default model's forward ~14 ms (~45 %) slower here, with
-        # no gain in throughput at concurrency 8 (issue 17's note).
+        # parallel region, which made the default model's forward clearly slower, with no gain in
+        # throughput at concurrency 8 (measured side by side: issue 17's closing note).
     ],
 )
 class SemiDAViLService:

@@ -2,9 +2,9 @@
 
 Why: torch's CPU ops run on OpenMP (libgomp), and every thread that starts a parallel region gets a
 team of OpenMP threads of its own. Once two teams exist on a 2-core machine, every parallel region
-paid for it: the default model's forward took ~38-43 ms when it ran on a worker thread of a process
-whose main thread had built the model, against ~24-27 ms with all torch work on one thread (same
-process, same input, side by side; issue 17's note). A server that builds the model in its main
+pays for it: the default model's forward ran markedly slower on a worker thread of a process whose
+main thread had built the model than with all torch work on one thread (same process, same input,
+side by side; the figures are in issue 17's closing note). A server that builds the model in its main
 thread, runs forwards in a batching thread and post-processes in request threads had three or more
 teams. The predictor routes its torch work through one `ComputeThread`, which keeps one team;
 decoding, encoding and HTTP stay on the callers' threads (they do not use torch).
@@ -14,7 +14,6 @@ thread's `torch.set_num_threads`); a later `torch.set_num_threads` elsewhere doe
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +23,9 @@ T = TypeVar("T")
 
 
 class ComputeThread:
-    """A single worker thread; `run` (blocking) and `run_async` (awaitable) execute a function on it
-    in submission order. `run` called from the thread itself calls the function directly (a nested
-    call would otherwise wait for itself)."""
+    """A single worker thread; `run` executes a function on it (blocking, in submission order).
+    `run` called from the thread itself calls the function directly (a nested call would otherwise
+    wait for itself)."""
 
     def __init__(self, name: str = "torch") -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -36,9 +35,6 @@ class ComputeThread:
         if threading.get_ident() == self.ident:
             return fn(*args)
         return self.executor.submit(fn, *args).result()
-
-    async def run_async(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.executor.submit(fn, *args))
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

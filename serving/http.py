@@ -228,8 +228,8 @@ def keep_uploads_in_memory(max_body_bytes: int) -> None:
     """Let Starlette's multipart parser hold an upload of up to `max_body_bytes` in memory.
 
     Its default spools every part over 1 MB to a temporary file on disk, which BentoML then reads
-    back whole to write its own temporary file for a `Path` parameter: for a 2048x1024 PNG (2.3 MB)
-    that disk round trip was a quarter of the HTTP overhead, on the event loop. The body limit
+    back whole to write its own temporary file for a `Path` parameter: a disk round trip of the
+    whole upload on the event loop for every photo-sized image. The body limit
     (BodyLimitMiddleware, 413 before the body is read) and the concurrency limit bound the memory
     this holds.
     """

@@ -157,12 +157,12 @@ class _Axis:
         self.start, self.count = edges[:-1], np.diff(edges)  # per cell index 0..n_in
 
     def runs(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cell indices [n] -> (output coordinates [n, m], valid [n, m]), m the longest run; the
-        coordinates past a cell's run repeat its last one (masked out by `valid`)."""
-        steps = np.arange(max(1, int(self.count.max())))
-        valid = steps < self.count[cells][:, None]
-        coords = self.start[cells][:, None] + np.minimum(steps, np.maximum(self.count[cells], 1)[:, None] - 1)
-        return coords, valid
+        """Indices [n] of cells with at least one output -> (output coordinates [n, m], valid
+        [n, m]), m the longest run; coordinates past a cell's run repeat its last one (masked out
+        by `valid`)."""
+        steps = np.arange(int(self.count.max()))
+        count = self.count[cells][:, None]
+        return self.start[cells][:, None] + np.minimum(steps, count - 1), steps < count
 
     def corners(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cell index i of the edge-padded grid has the corners i - 1 and i, clamped to the image."""

@@ -19,7 +19,7 @@ runs only the forward (`forward_prepared`); each request's post-processing (`fin
 
 Threads: building, warm-up, every forward and every post-processing run on the predictor's one
 compute thread (`self.compute`, serving/compute.py: one OpenMP team instead of one per calling
-thread, which made the forward ~1.5x slower); decoding and captioning (`prepare`) run on the
+thread, each of which slowed every forward); decoding and captioning (`prepare`) run on the
 caller's thread, so that requests still overlap (a torch captioner there is a second OpenMP team:
 captions are seconds and rare, so it was left there). Caches are locked LRUs.
 """
