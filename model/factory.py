@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,12 +153,16 @@ def load_visual_weights(clip: CLIP, path: str | Path) -> None:
     clip.visual.load_state_dict(visual, strict=True)
 
 
-def dense_visual(visual: VisionTransformer | TimmModel, cfg: ModelConfig) -> DenseClipVisual | DenseClipConv:
+def dense_visual(
+    visual: VisionTransformer | TimmModel, cfg: ModelConfig, *, skip_layers: Sequence[int] | None = None
+) -> DenseClipVisual | DenseClipConv:
     """The dense-feature wrapper of an open_clip visual tower: MaskCLIP's value path for a ViT, the
-    per-location projection for a conv tower."""
+    per-location projection for a conv tower. `skip_layers` replaces the config's (e.g. () for
+    dense features only)."""
+    skips = cfg.skip_layers if skip_layers is None else tuple(skip_layers)
     if cfg.clip.vision.timm_model_name:
-        return DenseClipConv(visual, cfg.skip_layers)
-    return DenseClipVisual(visual, cfg.skip_layers)
+        return DenseClipConv(visual, skips)
+    return DenseClipVisual(visual, skips)
 
 
 def create_model(

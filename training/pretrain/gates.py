@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +91,7 @@ def zero_shot_miou(
     # the config's own dense wrapper, without skips; a conv tower has one dense reading (its
     # per-location projection), dense_path picks a ViT's
     cfg = model if isinstance(model, ModelConfig) else get_model_config(model)
-    visual = dense_visual(clip.visual, dataclasses.replace(cfg, skip_layers=()))
+    visual = dense_visual(clip.visual, cfg, skip_layers=())
     graph = ZeroShotGraph(visual, dense_path=dense_path)
     eval_cfg = EvalSection.whole((int(size[0]), int(size[1])), max_images)
     cm = evaluate(graph, text_embedder(clip), class_embeds, dataset, eval_cfg, progress=False)
