@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import json
 import math
 import os
 import platform
@@ -429,3 +430,15 @@ def ensure_pretrained(model: str, out: Path, *options: str) -> Path:
         cmd = [sys.executable, "-m", "training.pretrain", "--model", model, "--out", str(out), *options]
         subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
     return weights
+
+
+def record_run(run_dir: Path, target: Path) -> None:
+    """eval_final.json of a finished run plus `minutes` (training + evaluation wall time) -> target
+    (a small committed record, so reports survive checkouts that lack the run folders)."""
+    from model.atomic import atomic_write_text
+
+    report = json.loads((run_dir / "eval_final.json").read_text())
+    wall = run_dir / "wall_seconds.json"
+    report["minutes"] = json.loads(wall.read_text())["seconds"] / 60 if wall.is_file() else None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, json.dumps(report, indent=1) + "\n")

@@ -35,10 +35,10 @@ from bench.common import (
     machine_info,
     markdown_table,
     mean_of,
+    record_run,
     training_command,
     write_section,
 )
-from model.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,15 +108,6 @@ def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
         cmd = training_command(ROOT / "training" / "configs" / f"real_{row.key}.yaml", sets)
         subprocess.run(cmd, check=True, cwd=ROOT)
     record_run(run_dir, record)
-
-
-def record_run(run_dir: Path, target: Path) -> None:
-    """eval_final.json of a finished run plus `minutes` (training + evaluation wall time) -> target."""
-    report = json.loads((run_dir / "eval_final.json").read_text())
-    wall = run_dir / "wall_seconds.json"
-    report["minutes"] = json.loads(wall.read_text())["seconds"] / 60 if wall.is_file() else None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(target, json.dumps(report, indent=1) + "\n")
 
 
 VLP_RUN = ROOT / "pretrained" / "vlp-small"  # clip.safetensors and report.json are committed (.gitignore)

@@ -5,7 +5,9 @@
     python -m bench.synthetic_benchmark --report-only   # rebuild the reports from finished runs
 
 Each (row, seed) is `training/run.py --config training/configs/synthetic_<row>.yaml --set seed=S`
-in `runs/synthetic/synthetic_<row>_s<S>` (resumes when interrupted, reused when finished). The VLP
+in `runs/synthetic/synthetic_<row>_s<S>` (resumes when interrupted); a finished one is recorded in
+`results/synthetic/synthetic_<row>_s<S>.json` (committed; a recorded run is never re-run, and the
+reports are built from the records, so they survive checkouts without run folders). The VLP
 rows load the mini-VLP towers (`runs/vlp-tiny`), the "w/o VLP" rows a vision-only visual tower
 (`runs/vision-tiny`) beside the same text tower; both are pre-trained first when missing
 (`python -m training.pretrain`). Reports: the `synthetic` section of RESULTS.md (mean +- sd over
@@ -32,6 +34,7 @@ from bench.common import (
     machine_info,
     markdown_table,
     mean_of,
+    record_run,
     training_command,
     write_section,
 )
@@ -40,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTES = ROOT / "bench" / "synthetic_benchmark_notes.md"
 
 SEEDS = (0, 1, 2)
+RECORDS = ROOT / "results" / "synthetic"
 TOWERS = {"clip": ROOT / "runs" / "vlp-tiny", "vision": ROOT / "runs" / "vision-tiny"}
 
 
@@ -76,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seeds per row")
     p.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic", help="benchmark data folder")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "synthetic", help="run folders go here")
+    p.add_argument("--records", type=Path, default=RECORDS, help="finished runs' evaluations (committed)")
     p.add_argument("--results", type=Path, default=ROOT / "RESULTS.md", help="Markdown report (a section)")
     p.add_argument(
         "--json", type=Path, default=ROOT / "results" / "synthetic.json", help="machine-readable results"
@@ -99,10 +104,36 @@ def ensure_towers() -> None:
         ensure_pretrained("semidavil-tiny", out, "--objective", objective)
 
 
+def record_path(records: Path, row: Row, seed: int) -> Path:
+    return records / f"{row.experiment(seed)}.json"
+
+
 def run_row(row: Row, seed: int, args: argparse.Namespace) -> None:
-    """Train + evaluate one (row, seed) in a subprocess unless it is finished (resumes otherwise)."""
-    if (args.runs / row.experiment(seed) / "eval_final.json").is_file():
+    """Train + evaluate one (row, seed) in a subprocess unless it is recorded (resumes otherwise),
+    then record its evaluation in `args.records`."""
+    run_dir, record = args.runs / row.experiment(seed), record_path(args.records, row, seed)
+    if record.is_file():
         return
+    if not (run_dir / "eval_final.json").is_file():
+        train_row(row, seed, args)
+    record_run(run_dir, record)
+
+
+def record_finished(args: argparse.Namespace) -> list[Path]:
+    """Record every finished run folder of the asked rows and seeds that has no record yet (a run
+    finished by an earlier version of this script, or by `training.run` by hand); the new records."""
+    written = []
+    for row in (BY_KEY[k] for k in args.rows):
+        for seed in args.seeds:
+            run_dir, record = args.runs / row.experiment(seed), record_path(args.records, row, seed)
+            if (run_dir / "eval_final.json").is_file() and not record.is_file():
+                record_run(run_dir, record)
+                written.append(record)
+    return written
+
+
+def train_row(row: Row, seed: int, args: argparse.Namespace) -> None:
+    """`training.run` of one (row, seed) with the benchmark's data and run folders."""
     sets = [
         f"output_dir={args.runs}",
         f"experiment={row.experiment(seed)}",
@@ -121,17 +152,13 @@ def rarest_classes(meta: dict[str, Any], classes: list[str], n: int = 5) -> list
     return sorted(present, key=lambda c: share[c])[:n]
 
 
-def load_runs(row: Row, runs: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
-    """The finished seeds of a row: {seed: eval_final.json plus `seconds` (the trainer's own wall time)}."""
+def load_runs(row: Row, records: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
+    """The recorded seeds of a row: {seed: eval_final.json plus `minutes` (the trainer's wall time)}."""
     out = {}
     for seed in seeds:
-        run_dir = runs / row.experiment(seed)
-        path = run_dir / "eval_final.json"
+        path = record_path(records, row, seed)
         if path.is_file():
-            report = json.loads(path.read_text())
-            wall = run_dir / "wall_seconds.json"
-            report["seconds"] = json.loads(wall.read_text())["seconds"] if wall.is_file() else None
-            out[seed] = report
+            out[seed] = json.loads(path.read_text())
     return out
 
 
@@ -144,14 +171,14 @@ def row_summary(runs: dict[int, dict[str, Any]], rare: list[str]) -> dict[str, A
     seeds = sorted(runs)
     mious = [float(runs[s]["miou"]) for s in seeds]
     rare5 = [mean_of([runs[s]["iou"].get(c) for c in rare]) for s in seeds]
-    seconds = [runs[s]["seconds"] for s in seeds if runs[s].get("seconds")]
+    minutes = [runs[s]["minutes"] for s in seeds if runs[s].get("minutes")]
     return {
         "miou_mean": mean_of(mious),
         "miou_sd": _sd(mious),
         "seeds": mious,
         "seed_ids": seeds,
         "rare5_mean": mean_of(rare5),
-        "minutes": mean_of([s / 60 for s in seconds]),
+        "minutes": mean_of(minutes),
     }
 
 
@@ -215,7 +242,7 @@ def analysis(notes: Path) -> list[str]:
 
 def write_results(args: argparse.Namespace, meta: dict[str, Any]) -> str:
     """Write RESULTS.md's `synthetic` section and results/synthetic.json; returns the section text."""
-    results = {r.key: runs for r in ROWS if (runs := load_runs(r, args.runs, args.seeds))}
+    results = {r.key: runs for r in ROWS if (runs := load_runs(r, args.records, args.seeds))}
     classes = meta["classes"]
     rare = rarest_classes(meta, classes)
     summaries = {k: row_summary(v, rare) for k, v in results.items()}
@@ -271,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     meta = ensure_data(args.data)
+    record_finished(args)
     if not args.report_only:
         ensure_towers()
         for seed in args.seeds:  # every row's seed 0 first: a partial table is already a table

@@ -39,7 +39,7 @@ def test_invalid_config_is_refused():
     with pytest.raises(ValueError, match=r"dlg\.mode"):
         get_model_config("semidavil-tiny", dlg=DLGConfig(mode="fancy"))
     with pytest.raises(ValueError, match="2 skips"):
-        get_model_config("semidavil-tiny", skip_layers=(2,))
+        get_model_config("semidavil-tiny", skip_layers=(2, 0))  # + its conv stem = 3
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -251,7 +251,10 @@ def test_zero_shot_gate_scores_a_labelled_set_with_vit_and_conv_towers(model_nam
     embeds = class_embeddings(clip, get_class_set("cityscapes").prompts())
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(2)]
-    noise = [{"image": im, "label": rng.integers(0, 19, (64, 128)).astype(np.uint8), "caption": ""} for im in images]
+    noise = [
+        {"image": im, "label": rng.integers(0, 19, (64, 128)).astype(np.uint8), "caption": ""}
+        for im in images
+    ]
     scored = zero_shot_miou(clip, cfg, embeds, noise, (64, 128), max_images=2)
     assert len(scored["iou"]) == 19 and 0.0 <= scored["pixel_acc"] < 50.0
 
@@ -263,7 +266,15 @@ def test_zero_shot_gate_scores_a_labelled_set_with_vit_and_conv_towers(model_nam
     graph = ZeroShotGraph(dense_visual(clip.visual, cfg, skip_layers=()), dense_path="clearclip")
     whole = EvalSection.whole((64, 128), 2)
     own = [
-        {**ex, "label": predict_logits(graph, text_embedder(clip), embeds, ex["image"], "", whole).argmax(0).numpy().astype(np.uint8)}
+        {
+            **ex,
+            "label": predict_logits(graph, text_embedder(clip), embeds, ex["image"], "", whole)
+            .argmax(0)
+            .numpy()
+            .astype(np.uint8),
+        }
         for ex in noise
     ]
-    assert zero_shot_miou(clip, cfg, embeds, own, (64, 128), max_images=2)["pixel_acc"] == pytest.approx(100.0)
+    assert zero_shot_miou(clip, cfg, embeds, own, (64, 128), max_images=2)["pixel_acc"] == pytest.approx(
+        100.0
+    )

@@ -145,15 +145,25 @@ def _class_means(scenes: list, which: int) -> tuple[np.ndarray, np.ndarray]:
     return sums / np.maximum(counts, 1)[:, None], counts
 
 
-def test_per_class_colours_shift_between_domains(paired_scenes: list[tuple]) -> None:
+def test_per_class_colours_shift_between_domains_less_than_in_version_1(
+    paired_scenes: list[tuple], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every class keeps a colour shift between the game and the camera, and version 2's game
+    look (colours moved GAME_REALISM toward the camera's) shifts about half as far as version 1's."""
+    from training.synthetic import appearance
+
     src, n = _class_means(paired_scenes, 0)
     tgt, _ = _class_means(paired_scenes, 1)
     dist = np.linalg.norm(src - tgt, axis=1)
     observed = n >= 100
-    shifted = (dist > 30) & observed
     assert observed.sum() >= 17
-    assert shifted.sum() >= observed.sum() - 3, dict(zip(CITYSCAPES_CLASSES, dist.round()))
-    assert np.median(dist[observed]) > 50
+    monkeypatch.setitem(appearance.LOOKS, "source", appearance.game_look(0.0))
+    v1 = [(render((7, i), "source", 128, 256), pair[1]) for i, pair in enumerate(paired_scenes)]
+    dist_v1 = np.linalg.norm(_class_means(v1, 0)[0] - tgt, axis=1)
+    assert np.median(dist_v1[observed]) > 40  # version 1: a harsh shift
+    assert 10 < np.median(dist[observed]) < 0.6 * np.median(dist_v1[observed]), dict(
+        zip(CITYSCAPES_CLASSES, dist.round())
+    )
 
 
 def test_confusable_classes_are_close_in_colour(paired_scenes: list[tuple]) -> None:
@@ -217,7 +227,8 @@ def test_colour_only_classifier_fails_across_domains_but_not_within(paired_scene
 
     across = accuracy(_colour_classifier(train, 0))
     within = accuracy(_colour_classifier(train, 1))
-    assert within > 0.45 and within > across + 0.2, (across, within)
+    # version 1's harsher shift gave within - across > 0.2; version 2's milder one about 0.14
+    assert within > 0.45 and within > across + 0.08, (across, within)
 
 
 # ------------------------------------------------------------------------------------------- captions
@@ -387,3 +398,61 @@ def test_worker_processes_write_the_same_bytes(tmp_path: Path) -> None:
         assert (tmp_path / "serial" / rel).read_bytes() == (tmp_path / "pool" / rel).read_bytes()
     for name in ("source/captions.json", "target/captions_train.json", "target/captions_val.json"):
         assert (tmp_path / "serial" / name).read_text() == (tmp_path / "pool" / name).read_text()
+
+
+# ------------------------------------------------------------------- version 2: confusables and captions
+
+
+def test_captions_always_name_visible_confusable_group_members(target_scenes: list) -> None:
+    """Generator v2: a visible bus, truck or tram, and a wall or fence over 0.5 % of the image, is
+    always named, beyond the usual 2-4 mentions (the camera look barely separates them)."""
+    checked = 0
+    for r in target_scenes:
+        h, w = r.train_ids.shape
+        min_pixels = max(12, int(4e-4 * h * w))
+        pixels = r.raster.instance_pixels
+        visible = {inst.class_id for i, inst in enumerate(r.raster.instances) if pixels[i] >= min_pixels}
+        share = np.bincount(r.train_ids.ravel(), minlength=19)[:19] / r.train_ids.size
+        words = set(re.findall(r"[a-z]+", r.caption))
+        for name, named in (("bus", {"bus", "buses"}), ("truck", {"truck", "trucks"}), ("train", {"tram"})):
+            if C[name] in visible:
+                checked += 1
+                assert words & named, (name, r.caption)
+        for name in ("wall", "fence"):
+            if share[C[name]] > 0.005:
+                checked += 1
+                assert name in words, (name, r.caption)
+    assert checked >= 20, checked
+
+
+def test_camera_look_paints_the_confusable_cues_in_the_body_colour() -> None:
+    """A truck's cab and a fence's rails take their instance's colour in the camera look, while the
+    game look keeps them apart (drawn from another palette); walls and fences share one palette."""
+    from training.synthetic.appearance import BODY_COLOURED, CAMERA, GAME, colour_table
+    from training.synthetic.raster import Detail
+
+    found = dict.fromkeys(BODY_COLOURED, 0)
+    differ_in_game = 0
+    for i in range(40):
+        r = render((5, 1, 0, i), "target", 128, 256)
+        raster = r.raster
+        for look in (CAMERA, GAME):
+            table = colour_table(raster, look, r.scene.weather, np.random.default_rng(i))
+            for pid in range(1, len(raster.id_detail)):
+                inst = int(raster.id_instance[pid])
+                cls = raster.instances[inst].class_id
+                if cls not in BODY_COLOURED or Detail(int(raster.id_detail[pid])) not in BODY_COLOURED[cls]:
+                    continue
+                body = [q for q in range(1, len(raster.id_detail))
+                        if raster.id_instance[q] == inst and raster.id_detail[q] == Detail.BODY]  # fmt: skip
+                if not body:
+                    continue
+                same = np.array_equal(table[pid], table[body[0]])
+                if look is CAMERA:
+                    found[cls] += 1
+                    assert same, (CITYSCAPES_CLASSES[cls], Detail(int(raster.id_detail[pid])))
+                else:
+                    differ_in_game += not same
+    assert found[C["truck"]] > 0 and found[C["fence"]] > 0, found
+    assert differ_in_game > 0
+    assert CAMERA.classes[C["wall"]] == CAMERA.classes[C["fence"]]

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.synthetic_benchmark import BY_KEY, ROWS, paired, parse_args, rarest_classes, write_results
+from bench.synthetic_benchmark import (
+    BY_KEY,
+    ROWS,
+    paired,
+    parse_args,
+    rarest_classes,
+    record_finished,
+    write_results,
+)
 
 CLASSES = ["road", "car", "rider", "bicycle", "pole", "sky", "bus"]
 META = {
@@ -28,10 +36,13 @@ def _run(runs: Path, key: str, seed: int, miou: float, seconds: float = 300) -> 
 
 
 def _args(tmp_path: Path, *extra: str):
-    return parse_args(
-        ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "R.md"),
+    """Report-only arguments in tmp_path; the run folders written so far are recorded first."""
+    args = parse_args(
+        ["--runs", str(tmp_path / "runs"), "--records", str(tmp_path / "records"), "--results", str(tmp_path / "R.md"),
          "--json", str(tmp_path / "results" / "synthetic.json"), "--report-only", *extra]
     )  # fmt: skip
+    record_finished(args)
+    return args
 
 
 def test_rows_are_the_issues_and_rare_classes_skip_absent_ones():
@@ -93,3 +104,21 @@ def test_analysis_notes_are_included_only_when_present(tmp_path):
     text = write_results(_args(tmp_path, "--notes", str(notes)), META)
     assert "## Analysis\n\nDyCE helps the rare classes because ...\n" in text
     assert text.index("## Analysis") < text.index("## Machine")
+
+
+def test_finished_runs_are_recorded_once_and_records_outlive_run_folders(tmp_path):
+    """A finished run folder becomes results/synthetic/<experiment>.json; the report reads the
+    records, so it survives the run folder's removal; an unfinished folder is not recorded."""
+    import shutil
+
+    _run(tmp_path / "runs", "full", 0, 30, seconds=120)
+    (tmp_path / "runs" / BY_KEY["ct"].experiment(0)).mkdir(parents=True)  # started, not finished
+    args = _args(tmp_path)
+    record = tmp_path / "records" / "synthetic_full_s0.json"
+    assert json.loads(record.read_text())["minutes"] == pytest.approx(2.0)
+    assert record_finished(args) == []  # already recorded: nothing rewritten
+    assert not (tmp_path / "records" / "synthetic_ct_s0.json").exists()
+    shutil.rmtree(tmp_path / "runs")
+    text = write_results(args, META)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 30.0 +- n/a |" in lines["full"]

@@ -4,11 +4,14 @@ A caption names the kind of street, the weather and the main objects, e.g. "a ci
 cars and a bus on a cloudy day". Objects are mentioned only if they are visible with at least
 `min_pixels` pixels (occluded or sub-pixel objects are not), so the caption is informative about
 the content without being a label map: no positions, no counts beyond "two", rare static classes
-only when large.
+only when large. The members of the confusable groups (tram, bus, truck; riders; wall, fence) are
+always named when visible: in the camera look their pixels barely separate them (see
+`appearance`), and the caption says which one is there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +52,7 @@ class Mention:
     phrase: str
     score: float
     dynamic: bool
+    always: bool = False  # a confusable-group member: named even beyond the usual 2-4 mentions
 
 
 def _count_phrase(n: int, one: str, two: str, many: tuple[str, ...], rng: np.random.Generator) -> str:
@@ -69,62 +73,71 @@ def _visible(scene: Scene, raster: Raster, min_pixels: int) -> tuple[dict[int, l
     return by_class, pixels
 
 
+Score = Callable[[list[int], float], float]
+
+
 def _dynamic_mentions(
     scene: Scene, raster: Raster, min_pixels: int, rng: np.random.Generator
 ) -> list[Mention]:
     vis, pixels = _visible(scene, raster, min_pixels)
-    riding = {rider: bike for rider, bike in scene.pairs}
-    out: list[Mention] = []
 
     def score(ids: list[int], weight: float) -> float:
         return weight * float(sum(pixels[i] for i in ids))
 
-    trams, buses, trucks = vis.get(C["train"], []), vis.get(C["bus"], []), vis.get(C["truck"], [])
-    if trams:
-        out.append(Mention("a tram", score(trams, 3.0), True))
-    if buses:
-        out.append(
-            Mention(_count_phrase(len(buses), "a bus", "two buses", ("buses",), rng), score(buses, 3.0), True)
-        )
-    if trucks:
-        out.append(
-            Mention(
-                _count_phrase(len(trucks), "a truck", "two trucks", ("trucks",), rng),
-                score(trucks, 3.0),
-                True,
-            )
-        )
+    return [
+        *_large_vehicle_mentions(vis, score, rng),
+        *_rider_mentions(scene, raster, vis, score, rng),
+        *_road_user_mentions(raster, vis, score, rng),
+    ]
+
+
+def _large_vehicle_mentions(
+    vis: dict[int, list[int]], score: Score, rng: np.random.Generator
+) -> list[Mention]:
+    """Trams, buses and trucks: one confusable group, always named when visible."""
+    out = []
+    if trams := vis.get(C["train"], []):
+        out.append(Mention("a tram", score(trams, 3.0), True, always=True))
+    for name, two, many in (("bus", "two buses", "buses"), ("truck", "two trucks", "trucks")):
+        if ids := vis.get(C[name], []):
+            phrase = _count_phrase(len(ids), f"a {name}", two, (many,), rng)
+            out.append(Mention(phrase, score(ids, 3.0), True, always=True))
+    return out
+
+
+def _rider_mentions(
+    scene: Scene, raster: Raster, vis: dict[int, list[int]], score: Score, rng: np.random.Generator
+) -> list[Mention]:
+    """Riders on visible bikes, as cyclists or motorcyclists (always named: rider vs person)."""
+    riding = {rider: bike for rider, bike in scene.pairs}
     bikes = set(vis.get(C["bicycle"], [])) | set(vis.get(C["motorcycle"], []))
     riders = [r for r in vis.get(C["rider"], []) if riding.get(r) in bikes]
     cyclists = [r for r in riders if raster.instances[riding[r]].class_id == C["bicycle"]]
     motos = [r for r in riders if r not in cyclists]
-    if cyclists:
-        one = ("a person riding a bicycle", "a cyclist")[int(rng.integers(0, 2))]
-        out.append(
-            Mention(
-                _count_phrase(len(cyclists), one, "two cyclists", ("cyclists",), rng),
-                score(cyclists, 8.0),
-                True,
-            )
-        )
-    if motos:
-        one = ("a person on a motorcycle", "a motorcyclist")[int(rng.integers(0, 2))]
-        out.append(
-            Mention(
-                _count_phrase(len(motos), one, "two motorcyclists", ("motorcyclists",), rng),
-                score(motos, 8.0),
-                True,
-            )
-        )
-    people = vis.get(C["person"], [])
-    if people:
+    out = []
+    for ids, singles, two, many in (
+        (cyclists, ("a person riding a bicycle", "a cyclist"), "two cyclists", "cyclists"),
+        (motos, ("a person on a motorcycle", "a motorcyclist"), "two motorcyclists", "motorcyclists"),
+    ):
+        if ids:
+            one = singles[int(rng.integers(0, 2))]
+            phrase = _count_phrase(len(ids), one, two, (many,), rng)
+            out.append(Mention(phrase, score(ids, 8.0), True, always=True))
+    return out
+
+
+def _road_user_mentions(
+    raster: Raster, vis: dict[int, list[int]], score: Score, rng: np.random.Generator
+) -> list[Mention]:
+    """Pedestrians, cars, parked bicycles and motorcycles."""
+    out = []
+    if people := vis.get(C["person"], []):
         one = ("a person walking", "a pedestrian", "a person")[int(rng.integers(0, 3))]
         many: tuple[str, ...] = ("people walking", "pedestrians", "people on the sidewalk")
         out.append(
             Mention(_count_phrase(len(people), one, "two people", many, rng), score(people, 5.0), True)
         )
-    cars = vis.get(C["car"], [])
-    if cars:
+    if cars := vis.get(C["car"], []):
         parked = sum(raster.instances[i].tag == "parked" for i in cars) > len(cars) / 2
         many = (
             ("parked cars",)
@@ -134,17 +147,10 @@ def _dynamic_mentions(
             else ("many cars", "heavy traffic")
         )
         out.append(Mention(_count_phrase(len(cars), "a car", "two cars", many, rng), score(cars, 1.0), True))
-    parked_bikes = [i for i in vis.get(C["bicycle"], []) if raster.instances[i].tag == "parked"]
-    if parked_bikes:
-        out.append(
-            Mention(
-                _count_phrase(len(parked_bikes), "a parked bicycle", "two bicycles", ("bicycles",), rng),
-                score(parked_bikes, 4.0),
-                False,
-            )
-        )
-    parked_motos = [i for i in vis.get(C["motorcycle"], []) if raster.instances[i].tag == "parked"]
-    if parked_motos:
+    if parked_bikes := [i for i in vis.get(C["bicycle"], []) if raster.instances[i].tag == "parked"]:
+        phrase = _count_phrase(len(parked_bikes), "a parked bicycle", "two bicycles", ("bicycles",), rng)
+        out.append(Mention(phrase, score(parked_bikes, 4.0), False))
+    if parked_motos := [i for i in vis.get(C["motorcycle"], []) if raster.instances[i].tag == "parked"]:
         out.append(Mention("a parked motorcycle", score(parked_motos, 4.0), False))
     return out
 
@@ -177,9 +183,11 @@ def _static_mentions(scene: Scene, share: np.ndarray, vis_lights: int, vis_signs
                 "a street sign" if vis_signs == 1 else "road signs", share[C["traffic sign"]] * 8.0, False
             )
         )
-    for name, phrase in (("fence", "a fence"), ("wall", "a wall"), ("terrain", "grass")):
-        if share[C[name]] > 0.015 * total:
-            out.append(Mention(phrase, share[C[name]] * 1.5, False))
+    for name, phrase in (("fence", "a fence"), ("wall", "a wall")):
+        if share[C[name]] > 0.005 * total:
+            out.append(Mention(phrase, share[C[name]] * 1.5, False, always=True))
+    if share[C["terrain"]] > 0.015 * total:
+        out.append(Mention("grass", share[C["terrain"]] * 1.5, False))
     return out
 
 
@@ -210,6 +218,7 @@ def caption_scene(
     n_total = int(rng.integers(2, 5))
     chosen = dynamic[: min(3, n_total)]
     chosen += static[: max(1, n_total - len(chosen))]
+    chosen += [m for m in dynamic + static if m.always and m not in chosen]
     street = STREETS[scene.kind][int(rng.integers(0, len(STREETS[scene.kind])))]
     weather = ""
     if rng.random() < 0.85:

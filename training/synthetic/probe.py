@@ -1,11 +1,14 @@
 """Domain-shift probe: is the source -> target gap real, and is the target learnable?
 
-    python -m training.synthetic.probe [--n 400] [--steps 400] [--height 64 --width 128]
+    python -m training.synthetic.probe [--n 400] [--steps 400] [--height 64 --width 128] [--realism R]
 
 Trains a small from-scratch U-Net on source images only and, separately, on labeled target
-images only (same steps), then reports mIoU on target val and source val plus the main
+images only (same steps), then reports mIoU on both domains' `select` split plus the main
 confusions of the source-only model. A sanity check of the generator (re-run it after changing
-the looks), not one of the paper's experiments: those use `training/run.py`.
+the looks; `--realism` tries another `appearance.GAME_REALISM`), not one of the paper's
+experiments: those use `training/run.py`. The `select` split (split code 3) is neither the
+benchmark's train nor its val split, so generator choices made with the probe never see the
+scenes the benchmark reports on.
 """
 
 from __future__ import annotations
@@ -20,17 +23,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.class_sets import CITYSCAPES_CLASSES
-from training.synthetic.render import render_scene
+from training.synthetic import appearance
+from training.synthetic.render import DOMAIN_CODES, render_scene
 from training.synthetic.writer import seed_tuple
 
 Data = tuple[torch.Tensor, torch.Tensor]
 
 
+SELECT_SPLIT = 3  # the benchmark writes split codes 0 (train) and 1 (val); the corpus uses 2
+
+
 def make_data(domain: str, split: str, n: int, height: int, width: int, seed: int = 0) -> Data:
-    """(images float (N, 3, H, W) in [0, 1], labels long (N, H, W)) of one benchmark stream."""
+    """(images float (N, 3, H, W) in [0, 1], labels long (N, H, W)) of one benchmark stream
+    (`split` "train" or "val") or of the probe's own "select" split."""
     images, labels = [], []
     for i in range(n):
-        image, ids, _ = render_scene(seed_tuple(seed, domain, split, i), domain, height, width)
+        key = (
+            (seed, DOMAIN_CODES[domain], SELECT_SPLIT, i)
+            if split == "select"
+            else seed_tuple(seed, domain, split, i)
+        )
+        image, ids, _ = render_scene(key, domain, height, width)
         images.append(image)
         labels.append(ids)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
@@ -106,17 +119,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=400, help="optimisation steps per model")
     p.add_argument("--height", type=int, default=64, help="image height (px)")
     p.add_argument("--width", type=int, default=128, help="image width (px)")
+    p.add_argument("--realism", type=float, help="GAME_REALISM to try (default: the generator's)")
     args = p.parse_args(argv)
+    if args.realism is not None:  # this process only: the source look the probe renders
+        appearance.LOOKS["source"] = appearance.game_look(args.realism)
     size = (args.height, args.width)
     source, target = make_data("source", "train", args.n, *size), make_data("target", "train", args.n, *size)
-    val_t, val_s = make_data("target", "val", args.val, *size), make_data("source", "val", args.val, *size)
-    print(f"{args.n} train / {args.val} val images per domain at {size[0]}x{size[1]}, {args.steps} steps")
+    val_t, val_s = (
+        make_data("target", "select", args.val, *size),
+        make_data("source", "select", args.val, *size),
+    )
+    realism = args.realism if args.realism is not None else appearance.GAME_REALISM
+    print(
+        f"{args.n} train / {args.val} select images per domain at {size[0]}x{size[1]}, {args.steps} steps, "
+        f"game realism {realism}"
+    )
     for name, data in (("source-only", source), ("target-only", target)):
         started = time.perf_counter()
         net = train(data, args.steps)
         cm_t, cm_s = confusion(net, val_t), confusion(net, val_s)
         print(
-            f"{name}: target val mIoU {100 * miou(cm_t):.1f}, source val mIoU {100 * miou(cm_s):.1f} ({time.perf_counter() - started:.0f} s)"
+            f"{name}: target select mIoU {100 * miou(cm_t):.1f}, source select mIoU {100 * miou(cm_s):.1f} ({time.perf_counter() - started:.0f} s)"
         )
         if name == "source-only":
             rates = cm_t.float() / cm_t.sum(1, keepdim=True).clamp(min=1)

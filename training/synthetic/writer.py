@@ -43,7 +43,7 @@ from training.synthetic.render import DOMAIN_CODES, render_scene
 
 # Bump whenever the pixels, labels or captions produced for a given seed change, so that
 # existing benchmarks on disk are regenerated instead of being silently reused.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1}
 TARGET_CITIES: dict[str, tuple[str, ...]] = {
     "train": ("arcadia", "bellmont", "corvale"),
