@@ -94,7 +94,8 @@ def test_parameter_totals_match_the_model(profile):
     assert params["text"]["trainable"] == 0
     stages = sum(params[s]["all"] for s in model_profile.STAGES)
     assert stages == params["seg"]["all"] and params["seg_other"]["all"] == 0
-    assert params["backbone"]["all"] == sum(p.numel() for p in net.seg.visual.parameters())
+    backbone = [net.seg.visual] + ([net.seg.conv_skip] if net.seg.conv_skip is not None else [])
+    assert params["backbone"]["all"] == sum(p.numel() for m in backbone for p in m.parameters())
     assert 0 < params["backbone"]["trainable"] < params["backbone"]["all"]  # spatial fine-tuning
     assert f"| {params['model']['all']:,} |" in result["markdown"]
 

@@ -117,11 +117,16 @@ def test_dense_features_equal_hand_computation(tiny):
         expected = _dense_by_hand(visual, images)
     torch.testing.assert_close(dense, expected, rtol=1e-4, atol=1e-5)
     assert torch.allclose(dense.norm(dim=1), torch.ones(()), atol=1e-5)
-    # the skip of layer 0 is the value path of block 0 applied to the ln_pre tokens
+    # each ViT skip is the value path of its block applied to that block's input tokens
+    assert len(skips) == len(visual.skip_layers) > 0
     with torch.no_grad():
-        tokens, _ = visual.tokens(images)
-        v0 = value_path(visual.blocks[0], tokens[:, 1:]).transpose(1, 2).reshape(2, -1, 8, 8)
-    torch.testing.assert_close(skips[1], v0)
+        x, _ = visual.tokens(images)
+        by_layer = {}
+        for i, block in enumerate(visual.blocks):
+            by_layer[i] = value_path(block, x[:, 1:]).transpose(1, 2).reshape(2, -1, 8, 8)
+            x = block(x)
+    for skip, layer in zip(skips, visual.skip_layers, strict=True):
+        torch.testing.assert_close(skip, by_layer[layer])
 
 
 def test_quick_gelu_is_used(tiny):
