@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from model import load_model, save_checkpoint
+from model.atomic import atomic_path
 from model.checkpoint import read_header
 from training.config import config_from_dict
 from training.data_card import training_data
@@ -116,16 +117,14 @@ def publish(
     source = run_dir / MODEL_FILE
     model, header = load_model(source)
     metrics = published_metrics(run_dir, header, card)
-    tmp = out.with_name(f".{out.name}.publish")
     training = _strip_host_paths(header.get("training_config") or {})
-    new_header = save_checkpoint(tmp, model, header["class_names"], training, metrics, storage=storage)
-    size_mb = tmp.stat().st_size / 2**20
-    if size_mb > max_mb:
-        tmp.unlink()
-        raise PublishError(f"{out}: {size_mb:.1f} MB is over the {max_mb} MB limit")
-    read_header(tmp)
-    os.chmod(tmp, 0o644)  # a shipped file: readable by whoever serves it (the temporary file was 0600)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:  # `out` is replaced only when every check below passes
+        new_header = save_checkpoint(tmp, model, header["class_names"], training, metrics, storage=storage)
+        size_mb = tmp.stat().st_size / 2**20
+        if size_mb > max_mb:
+            raise PublishError(f"{out}: {size_mb:.1f} MB is over the {max_mb} MB limit")
+        read_header(tmp)
+        os.chmod(tmp, 0o644)  # a shipped file: readable by whoever serves it (the temporary file was 0600)
     return new_header
 
 

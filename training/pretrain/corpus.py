@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model.atomic import atomic_path, atomic_write_text
 from model.class_sets import CITYSCAPES_CLASSES
 from training.pretrain.captions import THINGS, object_caption, scene_caption
 from training.synthetic.render import DOMAIN_CODES, render
@@ -145,10 +146,9 @@ def _write_chunk(root: str, chunk: int, s: CorpusSettings) -> int:
         images[j], scene = scene_pairs(index, s)
         pairs += [[j, *p] for p in scene]
     base = Path(root) / f"chunk_{chunk:04d}"
-    np.save(f"{base}.npy.tmp.npy", images)
-    os.replace(f"{base}.npy.tmp.npy", f"{base}.npy")
-    Path(f"{base}.json.tmp").write_text(json.dumps({"pairs": pairs}))
-    os.replace(f"{base}.json.tmp", f"{base}.json")
+    with atomic_path(f"{base}.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, images)
+    atomic_write_text(f"{base}.json", json.dumps({"pairs": pairs}))  # last: it marks the chunk done
     return len(pairs)
 
 
