@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.common import summarize, synthetic_inputs
+from bench.common import interleaved, synthetic_inputs
 from model.decoder import ASPP, SemanticReasoning, Up, VLGDecoder
 from model.fast import inference_copy
 from serving.loading import random_model
@@ -93,20 +93,6 @@ def legacy(*changes: str) -> Iterator[None]:
     finally:
         for cls, attr, fn in reversed(saved):
             setattr(cls, attr, fn)
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Time each callable once per round, `repeats` rounds after `warmup` untimed ones: summaries (s)."""
-    for _ in range(max(0, warmup)):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: summarize(values) for name, values in times.items()}
 
 
 def _call(fn: Callable[[], Any], bf16: bool, *earlier: str) -> Callable[[], Any]:

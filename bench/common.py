@@ -214,6 +214,23 @@ def time_calls(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> list
     return times
 
 
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 0, scale: float = 1.0
+) -> dict[str, dict[str, float]]:
+    """Time each callable once per round, `repeats` rounds after `warmup` untimed ones, so all of
+    them see the same machine state: {name: summarize(seconds x scale)} (scale 1000: ms)."""
+    for _ in range(max(0, warmup)):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * scale)
+    return {name: summarize(values) for name, values in times.items()}
+
+
 def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
     """Wall-clock seconds of `fn()`: `warmup` untimed calls, then `repeats` timed ones.
 

@@ -30,8 +30,7 @@ import httpx
 import torch
 
 import model  # noqa: F401  (offline env defaults and the torchvision shim before open_clip)
-from bench.changes import interleaved
-from bench.common import fixture_images, summarize, time_calls
+from bench.common import fixture_images, interleaved, summarize, time_calls
 from testkit.launcher import running_server
 
 CAPTION = "a city street with cars parked along the road and tall buildings on both sides"

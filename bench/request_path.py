@@ -37,6 +37,7 @@ import numpy as np
 from bench.common import (
     Col,
     format_machine,
+    interleaved,
     machine_info,
     markdown_table,
     summarize,
@@ -196,11 +197,8 @@ def before_implementations() -> Iterator[None]:
 
 def alternate(before: Callable[[], Any], after: Callable[[], Any], repeats: int) -> tuple[dict, dict]:
     """Median/min/max ms of `before` and `after`, timed in alternating rounds."""
-    b, a = [], []
-    for _ in range(repeats):
-        b += time_calls(before, repeats=1, warmup=0)
-        a += time_calls(after, repeats=1, warmup=0)
-    return summarize([x * 1000 for x in b]), summarize([x * 1000 for x in a])
+    ms = interleaved({"before": before, "after": after}, repeats, scale=1000.0)
+    return ms["before"], ms["after"]
 
 
 def single(fn: Callable[[], Any], repeats: int) -> dict:

@@ -338,7 +338,8 @@ def test_reuse_takes_unselected_modules_from_a_matching_run_only(tmp_path):
 def test_changes_before_and_after_compute_the_same_decoder():
     """bench/changes.py times the legacy ASPP against the current one: same outputs, or the
     before/after figure would compare different models."""
-    from bench.changes import interleaved, legacy
+    from bench.changes import legacy
+    from bench.common import interleaved
     from model.decoder import ASPP
 
     torch.manual_seed(0)
