@@ -19,9 +19,9 @@ runs only the forward (`forward_prepared`); each request's post-processing (`fin
 
 Threads: building, warm-up, every forward and every post-processing run on the predictor's one
 compute thread (`self.compute`, serving/compute.py: one OpenMP team instead of one per calling
-thread, each of which slowed every forward); decoding and captioning (`prepare`) run on the
-caller's thread, so that requests still overlap (a torch captioner there is a second OpenMP team:
-captions are seconds and rare, so it was left there). Caches are locked LRUs.
+thread, each of which slowed every forward); decoding (`prepare`) runs on the caller's thread, so
+that requests still overlap; a captioner runs on its own thread (serving/captioning.py: a second
+OpenMP team, but one, not one per request). Caches are locked LRUs.
 """
 
 from __future__ import annotations
@@ -329,10 +329,11 @@ class Predictor:
         self.captioner = captioner
         self._captioner_reasons: set[str] = set()
         self._captioner_unavailable: str | None = None
-        self._captioner_call: CaptionerLike | None = (
-            DeadlineCaptioner(captioner, self.captioner_timeout_s)
-            if captioner is not None and self.captioner_timeout_s is not None
-            else captioner
+        previous = getattr(self, "_captioner_call", None)
+        if previous is not None:
+            previous.close()
+        self._captioner_call: DeadlineCaptioner | None = (
+            None if captioner is None else DeadlineCaptioner(captioner, self.captioner_timeout_s)
         )
 
     def resolve_classes(self, classes: str | Sequence[str] | None) -> ClassSet:
@@ -475,9 +476,9 @@ class Predictor:
         the first request.
         """
         load = getattr(self.captioner, "load", None)
-        if load is not None:
+        if load is not None and self._captioner_call is not None:
             try:
-                load()
+                self._captioner_call.run(load)  # on the captioner's thread, like its captions
             except CaptionerUnavailable as err:
                 self._note_captioner_problem(f"{type(err).__name__}: {err}", unavailable=True)
         return self.captioner_status()

@@ -110,6 +110,62 @@ def test_deadline_captioner_gives_up_on_a_hang_and_recovers_when_it_returns() ->
     assert timed.caption([None]) == ["a street"]
 
 
+class ThreadRecordingCaptioner:
+    """Records the thread of every caption call; `gate` holds calls until released."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def caption(self, images: list) -> list[str]:
+        self.gate.wait(10.0)
+        self.threads.append(threading.get_ident())
+        return ["a street"] * len(images)
+
+
+def test_captions_from_many_threads_run_on_the_captioners_one_thread() -> None:
+    """One OpenMP team for the captioner, not one per request thread (serving/captioning.py)."""
+    recorder = ThreadRecordingCaptioner()
+    captioner = DeadlineCaptioner(recorder, None)
+    callers = [threading.Thread(target=captioner.caption, args=([None],)) for _ in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(10.0)
+    assert captioner.caption([None]) == ["a street"]
+    assert len(recorder.threads) == 5
+    assert set(recorder.threads) == {captioner.thread.ident}
+    assert captioner.thread.ident not in {t.ident for t in callers} | {threading.get_ident()}
+    captioner.close()
+    captioner.thread.join(5.0)
+    assert not captioner.thread.is_alive()
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_is_never_run() -> None:
+    recorder = ThreadRecordingCaptioner()
+    recorder.gate.clear()
+    captioner = DeadlineCaptioner(recorder, 0.2)
+    errors: list[BaseException] = []
+
+    def first_call() -> None:
+        try:
+            captioner.caption([None])
+        except CaptionerTimeout as err:
+            errors.append(err)
+
+    first = threading.Thread(target=first_call)
+    first.start()
+    time.sleep(0.05)  # the first call is running (held at the gate); the next one queues behind it
+    with pytest.raises(CaptionerTimeout):
+        captioner.caption([None])
+    first.join(5.0)
+    assert len(errors) == 1 and "within 0.2 s" in str(errors[0])
+    recorder.gate.set()
+    time.sleep(0.2)
+    assert len(recorder.threads) == 1  # only the call that was running when it timed out
+
+
 def test_fault_spec_parsing() -> None:
     assert parse_faults("") == Faults() and not Faults().active
     faults = parse_faults(f"captioner=hang, forward_error={TRIGGER}")
