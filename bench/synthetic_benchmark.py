@@ -265,7 +265,8 @@ def write_results(args: argparse.Namespace, meta: dict[str, Any]) -> str:
         "(`runs/vlp-tiny`), w/o VLP rows from a vision-only visual tower (`runs/vision-tiny`) with the same",
         "text tower; every row of one seed starts from the same decoder weights. Rows:",
         f"`training/configs/synthetic_*.yaml`; data: {meta['counts']} images of "
-        f"{meta['settings']['height']}x{meta['settings']['width']} px, generator seed {meta['settings']['seed']}.",
+        f"{meta['settings']['height']}x{meta['settings']['width']} px, generator version {meta.get('version', '1')}, "
+        f"seed {meta['settings']['seed']}.",
         "",
         f"Command: `python -m bench.synthetic_benchmark {cfg_note}`",
         "",
