@@ -1,7 +1,7 @@
 """The captioner on a thread of its own, with a deadline: a slow or hung captioner degrades a
 response, never blocks it.
 
-Every caption runs on one daemon thread per captioner (`CaptionerThread`), in submission order:
+Every caption runs on one daemon thread per captioner (`_DaemonWorker`), in submission order:
 torch gives each thread that runs a parallel region an OpenMP team of its own (serving/compute.py),
 so captioning on request threads, or on a new thread per call, would add teams that slow every
 forward. The caller waits at most `timeout_s` (None: as long as it takes). A call that does not

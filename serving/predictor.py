@@ -142,6 +142,7 @@ class Predictor:
         self.working_size = working_size
         self.caption_length = caption_length
         self.captioner_timeout_s = captioner_timeout_s
+        self._captioner_call: DeadlineCaptioner | None = None
         self.set_captioner(captioner)
         self.limits = limits or Limits()
         self.default_class_set = class_set or default_class_set(served.class_names)
@@ -329,10 +330,9 @@ class Predictor:
         self.captioner = captioner
         self._captioner_reasons: set[str] = set()
         self._captioner_unavailable: str | None = None
-        previous = getattr(self, "_captioner_call", None)
-        if previous is not None:
-            previous.close()
-        self._captioner_call: DeadlineCaptioner | None = (
+        if self._captioner_call is not None:
+            self._captioner_call.close()  # its thread ends once its queued calls are done
+        self._captioner_call = (
             None if captioner is None else DeadlineCaptioner(captioner, self.captioner_timeout_s)
         )
 
