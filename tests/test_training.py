@@ -326,3 +326,22 @@ def test_consistency_normalisation_valid_vs_confident():
     assert by_confident.item() == pytest.approx(np.log(19), rel=1e-6)
     with pytest.raises(ValueError, match="ct_normalize"):
         consistency_loss(logits, pseudo, conf, valid, 0.95, "pixels")
+
+
+def test_class_crops_find_a_rare_class_and_leave_old_runs_unchanged() -> None:
+    from model.class_sets import IGNORE_INDEX
+    from training.augment import class_crop, random_crop, weak_augment
+
+    image = np.zeros((256, 512, 3), np.uint8)
+    label = np.zeros((256, 512), np.uint8)  # road
+    label[200:204, 400:402] = 5  # a pole of 8 pixels
+    label[:10] = IGNORE_INDEX
+    rng = np.random.default_rng(0)
+    hits = sum(5 in class_crop(image, label, (64, 64), rng)[1] for _ in range(200))
+    assert 70 <= hits <= 130  # pole or road, one as often as the other (a random crop: ~4 %)
+    small = class_crop(image[:32, :32], label[:32, :32], (64, 64), rng)
+    assert small[0].shape == (64, 64, 3) and small[2].sum() == 32 * 32 and small[1][40, 40] == IGNORE_INDEX
+    # class_crop_p = 0 draws exactly what weak_augment drew before it existed
+    a = weak_augment(image, label, (64, 64), np.random.default_rng(1), 0.0, class_crop_p=0.0)
+    b = random_crop(image, label, (64, 64), np.random.default_rng(1))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

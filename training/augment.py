@@ -15,14 +15,10 @@ from model.class_sets import IGNORE_INDEX
 from training.schema import MethodSection
 
 
-def random_crop(
-    image: np.ndarray, label: np.ndarray | None, crop: tuple[int, int], rng: np.random.Generator
+def _pad_to(
+    image: np.ndarray, label: np.ndarray | None, crop: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Crop (H, W, 3) image and (H, W) label to `crop`, padding if smaller.
-
-    Returns (image, label, valid) where `valid` is a bool (h, w) map that is False on padding;
-    padded label pixels are IGNORE_INDEX.
-    """
+    """Pad (bottom/right) to at least `crop`: -> (image, label, valid), padding invalid and ignore."""
     ch, cw = crop
     h, w = image.shape[:2]
     ph, pw = max(ch - h, 0), max(cw - w, 0)
@@ -32,12 +28,53 @@ def random_crop(
         valid = np.pad(valid, ((0, ph), (0, pw)))
         if label is not None:
             label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
-    y = int(rng.integers(0, image.shape[0] - ch + 1))
-    x = int(rng.integers(0, image.shape[1] - cw + 1))
-    window = (slice(y, y + ch), slice(x, x + cw))
+    return image, label, valid
+
+
+def _window(
+    image: np.ndarray, label: np.ndarray | None, valid: np.ndarray, y: int, x: int, crop: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    window = (slice(y, y + crop[0]), slice(x, x + crop[1]))
     # copies: the source arrays may be a dataset's in-memory cache, which must never be written
     label = None if label is None else label[window].copy()
     return image[window].copy(), label, valid[window]
+
+
+def random_crop(
+    image: np.ndarray, label: np.ndarray | None, crop: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Crop (H, W, 3) image and (H, W) label to `crop`, padding if smaller.
+
+    Returns (image, label, valid) where `valid` is a bool (h, w) map that is False on padding;
+    padded label pixels are IGNORE_INDEX.
+    """
+    image, label, valid = _pad_to(image, label, crop)
+    y = int(rng.integers(0, image.shape[0] - crop[0] + 1))
+    x = int(rng.integers(0, image.shape[1] - crop[1] + 1))
+    return _window(image, label, valid, y, x, crop)
+
+
+def class_crop(
+    image: np.ndarray, label: np.ndarray, crop: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """As `random_crop`, but around a pixel of a class drawn uniformly from the classes in `label`.
+
+    A rare class (a pole, a sign, a person: a few hundred pixels of a frame) is then in the crop
+    as often as the road is; DAFormer's rare-class sampling does this over images, here within the
+    few labelled frames. A label without any class falls back to `random_crop`.
+    """
+    counts = np.bincount(label.ravel(), minlength=256)[:IGNORE_INDEX]
+    classes = np.flatnonzero(counts)
+    if classes.size == 0:
+        return random_crop(image, label, crop, rng)
+    chosen = classes[int(rng.integers(classes.size))]
+    ys, xs = np.nonzero(label == chosen)
+    k = int(rng.integers(ys.size))
+    image, padded, valid = _pad_to(image, label, crop)
+    # the pixel lands anywhere in the crop, not always at its centre
+    y = int(np.clip(ys[k] - rng.integers(crop[0]), 0, image.shape[0] - crop[0]))
+    x = int(np.clip(xs[k] - rng.integers(crop[1]), 0, image.shape[1] - crop[1]))
+    return _window(image, padded, valid, y, x, crop)
 
 
 def random_scale(
@@ -60,15 +97,20 @@ def weak_augment(
     rng: np.random.Generator,
     hflip_p: float,
     scale: tuple[float, float] | None = None,
+    class_crop_p: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Random scale (if `scale`), random crop, then horizontal flip with probability `hflip_p`.
+    """Random scale (if `scale`), random crop (a `class_crop` with probability `class_crop_p` when
+    there is a label), then horizontal flip with probability `hflip_p`.
 
-    -> (image, label, valid). Without `scale` no random number is drawn for it, so runs made
-    before it existed resume exactly.
+    -> (image, label, valid). Without `scale`, or a label and `class_crop_p`, no random number is
+    drawn for them, so runs made before they existed resume exactly.
     """
     if scale is not None:
         image, label = random_scale(image, label, scale, rng)
-    image, label, valid = random_crop(image, label, crop, rng)
+    if label is not None and class_crop_p > 0 and rng.random() < class_crop_p:
+        image, label, valid = class_crop(image, label, crop, rng)
+    else:
+        image, label, valid = random_crop(image, label, crop, rng)
     if rng.random() < hflip_p:
         image, valid = image[:, ::-1], valid[:, ::-1]
         label = None if label is None else label[:, ::-1]

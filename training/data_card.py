@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from training.data.build import build_source, build_target_train, unlabeled_stream_names
+from training.data.propagate import ViewsDataset
 from training.data.splits import read_split
 from training.schema import RunConfig
 
@@ -42,7 +43,8 @@ def load_card(path: str | Path) -> dict[str, str]:
 
 
 def stream_counts(config: RunConfig, run_dir: Path) -> dict[str, int]:
-    """Images per training stream of a run: {"source": n, "labeled": n, "unlabeled": n} (used ones)."""
+    """Images per training stream of a run: {"source": n, "labeled": n, "unlabeled": n} (used ones),
+    and "propagated": n when the labelled frames bring n views with propagated labels."""
     streams = set(config.method.streams)
     counts: dict[str, int] = {}
     if "source" in streams:
@@ -51,6 +53,9 @@ def stream_counts(config: RunConfig, run_dir: Path) -> dict[str, int]:
         labeled, unlabeled = read_split(run_dir / "split.json")
         if "labeled" in streams:
             counts["labeled"] = len(labeled)
+            dataset = build_target_train(config, labeled, labeled=True)
+            if isinstance(dataset, ViewsDataset) and dataset.num_views:
+                counts["propagated"] = dataset.num_views
         if "unlabeled" in streams:
             names = unlabeled_stream_names(config, labeled, unlabeled)
             counts["unlabeled"] = len(build_target_train(config, names, labeled=False))
@@ -62,8 +67,10 @@ def summary_line(card: dict[str, str] | None, counts: dict[str, int]) -> str:
     parts = []
     if "labeled" in counts or "unlabeled" in counts:
         target = card["target_domain"].split(" (")[0] if card else "target frames"
+        views = counts.get("propagated", 0)
+        extra = f" (+ {views} sequence frames with labels propagated from them)" if views else ""
         parts.append(
-            f"{counts.get('labeled', 0)} labelled + {counts.get('unlabeled', 0)} unlabelled {target}"
+            f"{counts.get('labeled', 0)} labelled{extra} + {counts.get('unlabeled', 0)} unlabelled {target}"
         )
     if "source" in counts:
         source = card["source_domain"].split(" (")[0] if card else "source images"

@@ -45,7 +45,9 @@ class DatasetBlock:
 
     `captions` is the source's captions file; `captions_train` / `captions_val` the target's;
     `resize` (H, W) on load, `scale` (lo, hi) random rescale before cropping, `cache` decoded
-    frames in memory, `unlabeled_dirs` extra unlabeled target folders beside leftImg8bit.
+    frames in memory, `unlabeled_dirs` extra unlabeled target folders beside leftImg8bit;
+    `propagated` a folder of labels propagated along the sequences (`training.data.propagate`)
+    whose views within `propagated_radius` frames join the labelled stream (0: none).
     """
 
     type: str
@@ -57,6 +59,8 @@ class DatasetBlock:
     captions_train: str | None = None
     captions_val: str | None = None
     unlabeled_dirs: tuple[str, ...] = ()
+    propagated: str | None = None
+    propagated_radius: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class MethodSection:
     blur_sigma: tuple[float, float]
     hflip_p: float
     sup_photometric_p: float
+    class_crop_p: float
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from model.class_sets import get_class_set
 from training.data.cityscapes import CityscapesDataset, discover_cityscapes
 from training.data.errors import DatasetError
 from training.data.gta5 import GTA5Dataset
+from training.data.propagate import ViewsDataset, load_views
 from training.data.splits import make_split
 from training.data.synthia import SynthiaDataset
 from training.schema import DatasetBlock, RunConfig
@@ -125,8 +126,12 @@ def _split_with_holdout(config: RunConfig) -> tuple[list[str], list[str], list[s
     return labeled, unlabeled, held
 
 
-def build_target_train(config: RunConfig, names: list[str], labeled: bool) -> CityscapesDataset:
-    """Labeled or unlabeled target train frames; the unlabeled set adds `target.unlabeled_dirs`."""
+def build_target_train(
+    config: RunConfig, names: list[str], labeled: bool
+) -> CityscapesDataset | ViewsDataset:
+    """Labeled or unlabeled target train frames; the unlabeled set adds `target.unlabeled_dirs`, the
+    labeled set the propagated views of its frames (`target.propagated`, within
+    `target.propagated_radius` frames; held-out frames are not in `names`, so neither are theirs)."""
     block = config.data.target
     data = CityscapesDataset(
         block.root,
@@ -139,7 +144,11 @@ def build_target_train(config: RunConfig, names: list[str], labeled: bool) -> Ci
         captions_file=_captions(block, block.captions_train, config),
         cache=block.cache,
     )
-    return shuffle_captions(data, config, "target_labeled" if labeled else "target_unlabeled")
+    data = shuffle_captions(data, config, "target_labeled" if labeled else "target_unlabeled")
+    if not labeled or not block.propagated or block.propagated_radius <= 0:
+        return data
+    views = load_views(block.propagated, block.propagated_radius)
+    return ViewsDataset(data, views, config.data.num_classes, resize=block.resize, cache=block.cache)
 
 
 def unlabeled_stream_names(config: RunConfig, labeled: list[str], unlabeled: list[str]) -> list[str]:

@@ -35,3 +35,13 @@ def cityscapes_label_lut(num_classes: int = 19) -> np.ndarray:
 def synthia_label_lut(num_classes: int = 16) -> np.ndarray:
     """uint8[65536]: SYNTHIA class id -> train id (19) or 16-class index (16); else 255."""
     return synthia_id_lut(check_num_classes(num_classes))
+
+
+def train_id_lut(num_classes: int = 19) -> np.ndarray:
+    """uint8[256]: train id (0..18, a `labelTrainIds` file) -> itself (19) or its 16-class index
+    (16); every other value -> 255."""
+    if check_num_classes(num_classes) == 16:
+        return train_id_to_synthia16_lut()
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    lut[:19] = np.arange(19, dtype=np.uint8)
+    return lut
