@@ -118,16 +118,6 @@ def ensure_towers(out: Path = VLP_RUN) -> None:
     ensure_pretrained("semidavil-small", out, "--val-size", "256", "512")
 
 
-PROPAGATED = ROOT / "data" / "real_propagated"  # data.target.propagated in real_base.yaml
-
-
-def ensure_propagated(out: Path = PROPAGATED, radius: int = 5) -> None:
-    """The labels propagated along the sequences (real_base.yaml's labelled views): made once, ~15 s."""
-    if not (out / "propagated.json").is_file():
-        cmd = [sys.executable, "-m", "training.data.propagate", "--root", str(REAL / "cityscapes")]
-        subprocess.run([*cmd, "--out", str(out), "--radius", str(radius)], check=True, cwd=ROOT)
-
-
 def run_order(keys: list[str]) -> list[tuple[Row, int]]:
     """(row, seed) in the order asked for: every row's first seed, then the further seeds."""
     rows = [next(r for r in ROWS if r.key == key) for key in keys]
@@ -263,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.report_only:
         ensure_towers()
-        ensure_propagated()
         for row, seed in run_order(args.rows):
             run_row(row, seed, args)
     results = {row.key: load_runs(row, args.runs, args.records) for row in ROWS}
