@@ -87,6 +87,11 @@ RECORDS = ROOT / "results" / "real"
 # Records of earlier models' rows, kept for comparison: (folder under RECORDS, what the model was)
 ARCHIVES = (
     (
+        "cnn-gen-v1",
+        "`semidavil-small-cnn` on generator version 1's source scenes (the rows and the default before"
+        " 2026-12-07's re-run on version 2; target only reads no source, so its rows are the same runs)",
+    ),
+    (
         "vit-small",
         "`semidavil-small` (ViT/16 tower from its mini-VLP towers; the model of the rows before 2026-12-07)",
     ),
