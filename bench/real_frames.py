@@ -199,7 +199,7 @@ def write_report(args: argparse.Namespace, results: dict[str, list[dict[str, Any
     body = "\n".join([
         "## Real frames",
         "",
-        "Synthetic source (the generator's source look, 1000 scenes) -> **real Cityscapes frames**",
+        "Synthetic source (the generator's source look, version 2, 1000 scenes) -> **real Cityscapes frames**",
         "(`../shared/fixtures/real`): 8 labelled train frames, 170 unlabelled frames (145 sequence +",
         "25 single), evaluated on the 3 labelled frankfurt val frames at full label resolution, whole",
         "image at 256x512, EMA teacher. Model `semidavil-small-cnn`: a convolutional CLIP visual tower",

@@ -179,6 +179,7 @@ def _chain(
 def propagate_root(root: Path, out: Path, radius: int) -> dict[str, list[View]]:
     """Propagate every labelled train frame of `root` to its sequence neighbours within `radius`;
     write the labels and the manifest under `out`. -> {labelled frame name: its views}."""
+    root, out = root.resolve(), out.resolve()  # the manifest's paths work from any folder
     frames = _sequence_frames(root)
     views: dict[str, list[View]] = {}
     for sample in discover_cityscapes(root, "train"):
@@ -298,10 +299,6 @@ class ViewsDataset(Dataset):
     def num_views(self) -> int:
         """Propagated views in use (frames of the base not counted)."""
         return 0 if self.extra is None else len(self.extra)
-
-    @property
-    def captions(self) -> dict[str, str]:
-        return self.base.captions
 
     def __len__(self) -> int:
         return len(self.base) * self.slots
