@@ -14,13 +14,11 @@ from training.data import DatasetError
 from training.data.base import SampleFiles, SegmentationDataset
 from training.data.labels import cityscapes_label_lut, train_id_lut
 from training.data.propagate import (
-    MANIFEST,
-    ViewsDataset,
-    load_views,
     propagate_root,
     propagate_step,
     split_frame,
 )
+from training.data.views import MANIFEST, ViewsDataset, load_views
 
 H, W = 96, 192
 SHIFT = 5  # pixels per frame, to the right
@@ -49,8 +47,8 @@ def world_label() -> np.ndarray:
 def test_a_known_motion_is_followed() -> None:
     world = textured()
     train = cityscapes_label_lut(19)[world_label()]
-    out = propagate_step(frame(train[..., None].repeat(3, -1), 0)[..., 0], frame(world, 0), frame(world, 1))
-    expected = frame(train[..., None].repeat(3, -1), 1)[..., 0]
+    out = propagate_step(frame(train, 0), frame(world, 0), frame(world, 1))
+    expected = frame(train, 1)
     kept = out != IGNORE_INDEX
     assert kept.mean() > 0.8
     assert (out[kept] == expected[kept]).mean() > 0.99
@@ -69,7 +67,7 @@ def write_layout(root: Path, frames: range, seq: str = "aachen_000000") -> None:
         cv2.imwrite(str(path), image)
     label = root / "gtFine" / "train" / "aachen" / f"{seq}_000019_gtFine_labelIds.png"
     label.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(label), frame(world_label()[..., None].repeat(3, -1), 0)[..., 0])
+    cv2.imwrite(str(label), frame(world_label(), 0))
 
 
 def test_root_is_propagated_both_ways_and_the_manifest_loads(tmp_path: Path) -> None:
@@ -118,7 +116,7 @@ def _dataset(tmp_path: Path, names: list[str], value: int) -> SegmentationDatase
 
 
 def test_views_keep_every_frame_equally_likely(tmp_path: Path) -> None:
-    from training.data.propagate import View
+    from training.data.views import View
 
     base = _dataset(tmp_path, ["a_000000_000019", "b_000000_000001"], 1)
     extra = _dataset(tmp_path, ["a_000000_000018", "a_000000_000020"], 2)

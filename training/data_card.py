@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from training.data.build import build_source, build_target_train, unlabeled_stream_names
-from training.data.propagate import ViewsDataset
 from training.data.splits import read_split
+from training.data.views import ViewsDataset
 from training.schema import RunConfig
 
 CARD_KEYS = ("name", "source_domain", "target_domain", "val", "sources", "terms")

@@ -98,7 +98,13 @@ class TrainStream(Dataset):
         example = self.dataset[index]
         label = example.get("label") if self.stream != "unlabeled" else None
         image, label, valid = weak_augment(
-            example["image"], label, self.crop, rng, self.aug.hflip_p, self.scale, self.aug.class_crop_p
+            example["image"],
+            label,
+            self.crop,
+            rng,
+            self.aug.hflip_p,
+            self.scale,
+            class_crop_p=self.aug.class_crop_p,
         )
         sup_p = self.aug.sup_photometric_p
         if label is not None and sup_p > 0 and rng.random() < sup_p:

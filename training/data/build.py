@@ -12,9 +12,9 @@ from model.class_sets import get_class_set
 from training.data.cityscapes import CityscapesDataset, discover_cityscapes
 from training.data.errors import DatasetError
 from training.data.gta5 import GTA5Dataset
-from training.data.propagate import ViewsDataset, load_views
 from training.data.splits import make_split
 from training.data.synthia import SynthiaDataset
+from training.data.views import ViewsDataset, load_views
 from training.schema import DatasetBlock, RunConfig
 
 

@@ -13,7 +13,7 @@ pixel the chain has already marked, so errors are dropped rather than propagated
 
 writes `<out>/<city>/<frame>_gtFine_labelTrainIds.png` for each neighbour within `radius` frames of
 every labelled train frame that has a sequence, and `<out>/propagated.json` (the manifest
-`load_views` reads). The files are derived from the research-only frames: keep them outside the
+`training.data.views.load_views` reads). The files are derived from the research-only frames: keep them outside the
 repository (the default `data/` is ignored by git).
 """
 
@@ -22,22 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
 
 from model.atomic import atomic_write_bytes, atomic_write_text
 from model.class_sets import IGNORE_INDEX
-from training.data.base import Example, SampleFiles, SegmentationDataset
+from training.data.base import SampleFiles
 from training.data.cityscapes import discover_cityscapes, discover_images
 from training.data.errors import DatasetError
 from training.data.io import read_image, read_index_label
-from training.data.labels import cityscapes_label_lut, train_id_lut
+from training.data.labels import cityscapes_label_lut
+from training.data.views import MANIFEST, View
 
-MANIFEST = "propagated.json"
 LABEL_SUFFIX = "_gtFine_labelTrainIds.png"
 SEQUENCE_DIR = "leftImg8bit_sequence"
 _FRAME = re.compile(r"^(?P<seq>.+)_(?P<frame>\d{6})$")
@@ -48,18 +46,6 @@ FLOW_WIDTH = 512
 # A pixel that fails the flow check keeps its label inside a one-label region at least this wide
 # (flow-resolution pixels) around where it came from.
 UNIFORM_RADIUS = 4
-
-
-@dataclass(frozen=True)
-class View:
-    """One propagated view: the neighbour frame's image, its propagated label, its frame offset
-    from the labelled frame, and the fraction of its pixels that kept a label."""
-
-    name: str
-    image: Path
-    label: Path
-    offset: int
-    kept: float
 
 
 def split_frame(name: str) -> tuple[str, int] | None:
@@ -88,6 +74,12 @@ def dense_flow(frm: np.ndarray, to: np.ndarray, width: int = FLOW_WIDTH) -> np.n
     return cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) / scale
 
 
+def _flow_pixel(width: int) -> float:
+    """Full-resolution pixels per flow pixel for a frame `width` pixels wide (thresholds below are
+    set in flow pixels)."""
+    return max(1.0, width / FLOW_WIDTH)
+
+
 def _sample(field: np.ndarray, flow: np.ndarray, interpolation: int) -> np.ndarray:
     """`field` read at (x + flow_x, y + flow_y) for every pixel; outside the frame -> 255 / 0."""
     h, w = flow.shape[:2]
@@ -112,8 +104,8 @@ def flow_error(back: np.ndarray, fwd: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """
     fwd_at = _sample(fwd, back, cv2.INTER_LINEAR)
     error = np.sum((back + fwd_at) ** 2, axis=-1)
-    scale = max(1.0, back.shape[1] / FLOW_WIDTH)  # beta is in flow-resolution pixels
-    bound = 0.01 * (np.sum(back**2, -1) + np.sum(fwd_at**2, -1)) + (0.5 * scale) ** 2
+    beta = 0.5 * _flow_pixel(back.shape[1])
+    bound = 0.01 * (np.sum(back**2, -1) + np.sum(fwd_at**2, -1)) + beta**2
     return error, bound
 
 
@@ -134,7 +126,7 @@ def propagate_step(label: np.ndarray, image: np.ndarray, new_image: np.ndarray) 
     fwd = dense_flow(image, new_image)
     warped = _sample(label, back, cv2.INTER_NEAREST)
     error, bound = flow_error(back, fwd)
-    radius = round(UNIFORM_RADIUS * max(1.0, label.shape[1] / FLOW_WIDTH))
+    radius = round(UNIFORM_RADIUS * _flow_pixel(label.shape[1]))
     inside = _sample(uniform_label(label, radius), back, cv2.INTER_NEAREST) == 1
     keep = (error <= bound) | (inside & (error <= radius**2))
     warped[~keep] = IGNORE_INDEX
@@ -223,94 +215,6 @@ def write_manifest(out: Path, root: Path, radius: int, views: dict[str, list[Vie
         },
     }
     atomic_write_text(out / MANIFEST, json.dumps(data, indent=1) + "\n")
-
-
-def load_views(folder: str | Path, radius: int) -> dict[str, list[View]]:
-    """The views of `<folder>/propagated.json` within `radius` frames, by labelled frame name.
-
-    Raises DatasetError naming the file when the manifest is missing or malformed, was made with
-    a smaller radius than asked, or names a file that does not exist.
-    """
-    path = Path(folder) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        made, entries = int(data["radius"]), data["views"]
-        views = {
-            name: [
-                View(v["name"], Path(v["image"]), Path(v["label"]), int(v["offset"]), float(v["kept"]))
-                for v in vs
-            ]
-            for name, vs in entries.items()
-        }
-    except FileNotFoundError as exc:
-        raise DatasetError(
-            f"{path}: no propagated labels; run `python -m training.data.propagate --out {folder}`"
-        ) from exc
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DatasetError(f"{path}: not a propagation manifest ({exc})") from exc
-    if radius > made:
-        raise DatasetError(
-            f"{path}: made with radius {made}, asked for {radius}; re-run with --radius {radius}"
-        )
-    for view in (v for vs in views.values() for v in vs):
-        for file in (view.image, view.label):
-            if not file.is_file():
-                raise DatasetError(f"{path}: names {file}, which does not exist")
-    return {name: [v for v in vs if abs(v.offset) <= radius] for name, vs in views.items()}
-
-
-class ViewsDataset(Dataset):
-    """A labelled dataset whose every frame is drawn with its propagated views, one frame as often
-    as another: item `k` is view `k % slots` (cycling) of frame `k // slots`, where `slots` is the
-    most views any frame has plus one (the frame itself). A frame without a sequence is its own
-    every view, so the propagated frames add viewpoints, not weight, to the sequences' cities.
-
-    Args:
-        base: the labelled frames (`SegmentationDataset` items).
-        views: {frame name: its views} (`load_views`); names not in `base` are ignored.
-        num_classes, resize, cache: as `base`'s (the views' labels are train ids).
-    """
-
-    def __init__(
-        self,
-        base: SegmentationDataset,
-        views: dict[str, list[View]],
-        num_classes: int,
-        *,
-        resize: tuple[int, int] | None = None,
-        cache: bool = False,
-    ) -> None:
-        chosen = [list(views.get(name, [])) for name in base.names]
-        files = [SampleFiles(v.name, v.image, v.label) for vs in chosen for v in vs]
-        self.base = base
-        self.extra = (
-            SegmentationDataset(files, train_id_lut(num_classes), resize=resize, cache=cache)
-            if files
-            else None
-        )
-        self.table: list[list[tuple[bool, int]]] = []
-        offset = 0
-        for index, vs in enumerate(chosen):
-            self.table.append([(False, index)] + [(True, offset + j) for j in range(len(vs))])
-            offset += len(vs)
-        self.slots = max(len(row) for row in self.table)
-
-    @property
-    def num_views(self) -> int:
-        """Propagated views in use (frames of the base not counted)."""
-        return 0 if self.extra is None else len(self.extra)
-
-    def __len__(self) -> int:
-        return len(self.base) * self.slots
-
-    def __getitem__(self, index: int) -> Example:
-        frame, slot = divmod(index, self.slots)
-        row = self.table[frame]
-        is_view, item = row[slot % len(row)]
-        if is_view:
-            assert self.extra is not None
-            return self.extra[item]
-        return self.base[item]
 
 
 def main(argv: list[str] | None = None) -> None:
