@@ -94,9 +94,9 @@ def inprocess(
     }
 
 
-def _post(client: httpx.Client, url: str, data: bytes, output: str = "json") -> dict[str, Any]:
-    """POST /segment -> {"batch_size", "total_ms"}: from the JSON body, or for a PNG output from
-    its X-Batch-Size and X-Total-Ms headers."""
+def post_segment(client: httpx.Client, url: str, data: bytes, output: str = "json") -> dict[str, Any]:
+    """POST /segment -> {"batch_size", "lane", "total_ms"}: from the JSON body, or for a PNG output
+    from its X-Batch-Size, X-Lane and X-Total-Ms headers."""
     response = client.post(
         url + "/segment",
         files={"image": ("scene.png", data, "image/png")},
@@ -107,9 +107,14 @@ def _post(client: httpx.Client, url: str, data: bytes, output: str = "json") -> 
         raise RuntimeError(f"/segment answered {response.status_code}: {response.text[:300]}")
     if output == "json":
         body = response.json()
-        return {"batch_size": int(body["batch_size"]), "total_ms": float(body["timings_ms"]["total"])}
+        return {
+            "batch_size": int(body["batch_size"]),
+            "lane": int(body["lane"]),
+            "total_ms": float(body["timings_ms"]["total"]),
+        }
     return {
         "batch_size": int(response.headers["x-batch-size"]),
+        "lane": int(response.headers["x-lane"]),
         "total_ms": float(response.headers["x-total-ms"]),
     }
 
@@ -121,6 +126,7 @@ def throughput(
     local = threading.local()
     latencies: list[float] = []
     batch_sizes: list[int] = []
+    lanes: set[int] = set()
     lock = threading.Lock()
 
     def one(_: int) -> None:
@@ -128,11 +134,12 @@ def throughput(
         if client is None:
             client = local.client = httpx.Client()
         start = time.perf_counter()
-        body = _post(client, url, data, output)
+        body = post_segment(client, url, data, output)
         elapsed = time.perf_counter() - start
         with lock:
             latencies.append(elapsed)
             batch_sizes.append(body["batch_size"])
+            lanes.add(body["lane"])
 
     with ThreadPoolExecutor(concurrency) as pool:
         start = time.perf_counter()
@@ -144,6 +151,7 @@ def throughput(
         "latency": summarize(latencies),
         "mean_batch": sum(batch_sizes) / len(batch_sizes),
         "max_batch_seen": max(batch_sizes),
+        "lanes": sorted(lanes),
     }
 
 
@@ -160,14 +168,7 @@ def server_run(
     trim_slack_mb: int | None = None,
     output: str = "json",
 ) -> dict[str, Any]:
-    env = {
-        "SEMIDAVIL_BACKEND": backend,
-        "SEMIDAVIL_CAPTIONER": "none",
-        "SEMIDAVIL_MAX_BATCH": str(max_batch),
-        "SEMIDAVIL_MAX_CONCURRENCY": "64",
-        "OMP_NUM_THREADS": str(torch.get_num_threads()),
-        "MKL_NUM_THREADS": str(torch.get_num_threads()),
-    }
+    env = server_env(backend, max_batch)
     if trim_slack_mb is not None:
         env["SEMIDAVIL_TRIM_SLACK_MB"] = str(trim_slack_mb)
     out: dict[str, Any] = {"max_batch": max_batch, "env": env}
@@ -182,7 +183,7 @@ def server_run(
                 server_ms: list[float] = []
 
                 def call() -> None:
-                    server_ms.append(_post(client, server.url, data, output)["total_ms"])
+                    server_ms.append(post_segment(client, server.url, data, output)["total_ms"])
 
                 if local_call is None:
                     out["latency"] = summarize(time_calls(call, repeats, max(warmup, 1)))
@@ -193,21 +194,42 @@ def server_run(
                 # the predictor's own total inside the server (timed requests only): client latency
                 # minus this is the HTTP + framework + batching-queue share
                 out["server_total"] = summarize([ms / 1000.0 for ms in server_ms[-repeats:]])
-        levels = {}
-        for c in concurrencies:
-            _log(f"max_batch {max_batch}: concurrency {c} ...")
-            throughput(server.url, data, c, c, output)  # warm-up burst
-            runs = [throughput(server.url, data, c, max(requests, c), output) for _ in range(rounds)]
-            levels[str(c)] = {
-                "requests_per_s": summarize([r["requests_per_s"] for r in runs]),
-                "latency_median_s": summarize([r["latency"]["median"] for r in runs]),
-                "mean_batch": sum(r["mean_batch"] for r in runs) / len(runs),
-                "max_batch_seen": max(r["max_batch_seen"] for r in runs),
-                "requests": max(requests, c),
-                "rounds": rounds,
-            }
-        out["throughput"] = levels
+        out["throughput"] = throughput_levels(server.url, data, concurrencies, requests, rounds, output)
     return out
+
+
+def server_env(backend: str, max_batch: int) -> dict[str, str]:
+    """The benchmark server's settings: no captioner, this process's torch thread count."""
+    return {
+        "SEMIDAVIL_BACKEND": backend,
+        "SEMIDAVIL_CAPTIONER": "none",
+        "SEMIDAVIL_MAX_BATCH": str(max_batch),
+        "SEMIDAVIL_MAX_CONCURRENCY": "64",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        "MKL_NUM_THREADS": str(torch.get_num_threads()),
+    }
+
+
+def throughput_levels(
+    url: str, data: bytes, concurrencies: Sequence[int], requests: int, rounds: int, output: str
+) -> dict[str, dict[str, Any]]:
+    """Per concurrency: a warm-up burst, then `rounds` rounds of `throughput` (median req/s, mean
+    batch, the lanes the server used)."""
+    levels = {}
+    for c in concurrencies:
+        _log(f"{url}: concurrency {c} ...")
+        throughput(url, data, c, c, output)  # warm-up burst
+        runs = [throughput(url, data, c, max(requests, c), output) for _ in range(rounds)]
+        levels[str(c)] = {
+            "requests_per_s": summarize([r["requests_per_s"] for r in runs]),
+            "latency_median_s": summarize([r["latency"]["median"] for r in runs]),
+            "mean_batch": sum(r["mean_batch"] for r in runs) / len(runs),
+            "max_batch_seen": max(r["max_batch_seen"] for r in runs),
+            "lanes": sorted({lane for r in runs for lane in r["lanes"]}),
+            "requests": max(requests, c),
+            "rounds": rounds,
+        }
+    return levels
 
 
 def run(

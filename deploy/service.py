@@ -51,7 +51,7 @@ from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, PredictRe
 from serving.settings import ServiceSettings
 
 if TYPE_CHECKING:  # imported by the worker only (SemiDAViLService.__init__): see there
-    from serving.predictor import ForwardResult, Predictor, PreparedRequest
+    from serving.predictor import Predictor, PreparedRequest
 
 logger = logging.getLogger("semidavil.service")
 # Loopback unless the operator passes --host (or BENTOML_HOST): the service never listens beyond
@@ -182,23 +182,23 @@ class SemiDAViLService:
         self.predictor.warmup()
         self._trimmer = MemoryTrimmer(SETTINGS.trim_slack_mb << 20)
         # Adaptive batching in-process (serving/batching.py: the next batch is whatever queued
-        # while the last one ran, no waiting to fill it), so that decoding, captioning and
-        # post-processing stay per request and only the forward is batched, without copying
-        # images between processes.
-        self._batched: GreedyBatcher[PreparedRequest, ForwardResult] = GreedyBatcher(
-            self._run_batch, SETTINGS.max_batch
+        # while a lane was busy, no waiting to fill it), so that decoding, captioning and encoding
+        # stay per request, without copying images between processes. Under load the batches go
+        # to the predictor's one-thread CPU streams side by side (serving/compute.py: why).
+        self._batched: GreedyBatcher[PreparedRequest, Prediction] = GreedyBatcher(
+            self._run_batch, SETTINGS.max_batch, streams=len(self.predictor.streams)
         )
         _INSTANCE["service"] = self
         logger.info(
             "service ready in %.1f s: %s", time.perf_counter() - start, self.predictor.backend.describe()
         )
 
-    def _run_batch(self, requests: tuple[PreparedRequest, ...]) -> list[Any]:
-        """One backend call for many requests; each gets its ForwardResult or the batch's error.
-        Post-processing is left to each request's thread (`_respond`)."""
+    def _run_batch(self, lane: int, requests: tuple[PreparedRequest, ...]) -> list[Any]:
+        """One backend call for many requests on `lane`, and their post-processing; each gets its
+        Prediction or the batch's error. Encoding is left to each request's thread (`segment`)."""
         try:
             check_forward(FAULTS, requests)
-            return self.predictor.forward_prepared(list(requests))
+            return self.predictor.run_prepared(list(requests), lane)
         except Exception as err:  # a backend failure fails this batch only, with an id each
             logger.exception("forward failed for a batch of %d", len(requests))
             return [err] * len(requests)
@@ -253,26 +253,20 @@ class SemiDAViLService:
             )
             # Decode, resize and caption run in this request's worker thread, off the event loop, so
             # that requests overlap with the batched forward; upsampling and argmax follow on the
-            # predictor's compute thread (all its torch work: serving/compute.py), and the response
-            # (PNG and JSON encoding) back in the request's thread.
+            # batch's lane (all torch work runs on the predictor's lanes: serving/compute.py), and
+            # the response (PNG and JSON encoding) back in the request's thread.
             prepared = await _to_thread(self.predictor.prepare, req)
-            result = await self._segment(prepared)
-            if isinstance(result, Response):  # a 500 from a failed forward
-                record_request(out, result.status_code)
-                return result
-            prediction, response = await _to_thread(self._respond, result, out, opacity)
+            prediction = await self._segment(prepared)
+            if isinstance(prediction, Response):  # a 500 from a failed forward
+                record_request(out, prediction.status_code)
+                return prediction
+            response = await _to_thread(prediction_response, prediction, out, opacity)
             record_prediction(prediction)
             record_request(out, response.status_code)
             return response
         except ServingError as err:
             record_request(out, err.status)
             return error_response(err)
-
-    def _respond(self, result: ForwardResult, output: str, alpha: float) -> tuple[Prediction, Response]:
-        """Post-processing (on the predictor's compute thread) and the encoded response (here, in the
-        request's own thread)."""
-        prediction = self.predictor.finish(result)
-        return prediction, prediction_response(prediction, output, alpha)
 
     @bentoml.api(route="/caption")
     async def caption(self, image: Path):  # a JSON starlette Response

@@ -53,6 +53,7 @@ def prediction_json(pred: Prediction, include_label_png: bool = True) -> dict[st
         "precision": pred.precision,
         "backend_note": pred.backend_note,
         "batch_size": pred.batch_size,
+        "lane": pred.lane,
     }
     if include_label_png:
         body["label_png"] = to_base64(label_png(pred.label_map))
@@ -68,6 +69,7 @@ def prediction_response(pred: Prediction, output: str, alpha: float) -> Response
         "X-Zero-Shot": str(pred.zero_shot).lower(),
         "X-Classes": json.dumps(list(pred.class_names)),
         "X-Batch-Size": str(pred.batch_size),
+        "X-Lane": str(pred.lane),
         "X-Total-Ms": f"{pred.timings_ms.get('total', 0.0):.1f}",
     }
     if output == "json":

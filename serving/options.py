@@ -21,7 +21,9 @@ class PredictorOptions:
     compiled backends are kept; agreement_threshold/agreement_margin: their gate (margin None =
     0 for trained weights, 0.01 for random ones); captioner_timeout_s: slower captions degrade to
     none (None: no limit); probe_dir: with backend "auto", time the candidates here once and cache
-    the choice (None: the committed table); probe_full: every compiled backend too.
+    the choice (None: the committed table); probe_full: every compiled backend too; cpu_streams:
+    one-thread CPU streams for requests that wait while others run (None = one per usable core;
+    0 = none; serving/compute.py).
     """
 
     backend: str = "auto"
@@ -38,3 +40,4 @@ class PredictorOptions:
     captioner_timeout_s: float | None = None
     probe_dir: str | None = None
     probe_full: bool = False
+    cpu_streams: int | None = None

@@ -66,6 +66,7 @@ class Prediction:
     original_mode: str
     working_size: tuple[int, int]
     batch_size: int = 1
+    lane: int = 0  # 0: every core; 1..n: a one-thread CPU stream (serving/compute.py)
     backend_note: str | None = None
     zero_shot: bool = False
     open_vocabulary: bool = True

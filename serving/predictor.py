@@ -14,14 +14,16 @@ then argmax and max softmax (the reference behaviour).
 
 Post-processing (`serving.postprocess`): the labels of "upsample every class's logits, then
 argmax", computed by the cell method (identical labels on the fixture frames; several times
-faster at 2048x1024, BENCHMARKS.md "request-path"); the confidence only when first read. A batch
-runs only the forward (`forward_prepared`); each request's post-processing (`finish`) follows.
+faster at 2048x1024, BENCHMARKS.md "request-path"); the confidence only when first read. The
+service runs a batch's forward and post-processing together (`run_prepared`) on one lane.
 
 Threads: building, warm-up, every forward and every post-processing run on the predictor's one
 compute thread (`self.compute`, serving/compute.py: one OpenMP team instead of one per calling
-thread, each of which slowed every forward); decoding (`prepare`) runs on the caller's thread, so
-that requests still overlap; a captioner runs on its own thread (serving/captioning.py: a second
-OpenMP team, but one, not one per request). Caches are locked LRUs.
+thread, each of which slowed every forward), or on one of its one-thread CPU streams
+(`self.streams`, lanes 1..n of `run_prepared`: the service's batcher uses them when several requests
+wait); decoding (`prepare`) runs on the caller's thread, so that requests still overlap; a
+captioner runs on its own thread (serving/captioning.py: a second OpenMP team, but one, not one per
+request). Caches are locked LRUs.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from serving.backend_probe import BackendChoice, resolve_auto
 from serving.backends.base import Backend, ShapeProfile
 from serving.backends.factory import create_backend, default_backend_name
 from serving.captioning import DeadlineCaptioner
-from serving.compute import ComputeThread
+from serving.compute import ComputeThread, make_streams, stream_count
 from serving.decode import DecodedImage, Limits, decode_array, decode_image, decode_pil
 from serving.errors import InvalidParameter, ServingError
 from serving.gate_inputs import agreement_inputs
@@ -134,6 +136,7 @@ class Predictor:
         embedder: TextEmbedder | None = None,
         captioner_timeout_s: float | None = None,
         compute: ComputeThread | None = None,
+        streams: tuple[ComputeThread, ...] = (),
     ) -> None:
         check_working_size(working_size, served.model.seg.visual.patch_size)
         self.served = served
@@ -151,11 +154,12 @@ class Predictor:
         self._class_sets: LRUCache[tuple[str, ...], ClassSet] = LRUCache(256)
         self._lock = threading.Lock()
         self._forward_lock = threading.Lock()
-        self._serialize = self.device.type == "cpu" or not backend.thread_safe
         # how `backend` was chosen (from_checkpoint sets it; GET /model reports it)
         self.backend_choice = BackendChoice(backend.name, "explicit", "passed to the Predictor")
         # every forward and post-processing runs on this one thread (serving/compute.py: why)
         self.compute = compute or ComputeThread()
+        # one-thread CPU streams (serving/compute.py: why): lanes 1..n of `run_prepared`
+        self.streams = streams
 
     @classmethod
     def from_checkpoint(
@@ -230,6 +234,7 @@ class Predictor:
             embedder,
             o.captioner_timeout_s,
             compute,
+            make_streams(stream_count(o.cpu_streams, torch_device.type, _streamable(backend_obj)), compute),
         )
         predictor.backend_choice = choice
         return predictor
@@ -295,6 +300,18 @@ class Predictor:
         in their order, on the compute thread; `finish` each result (from any thread)."""
         return self.compute.run(self._forward_prepared, prepared)
 
+    @property
+    def lanes(self) -> int:
+        """How many lanes `run_prepared` takes: 1 (the compute thread) + the CPU streams."""
+        return 1 + len(self.streams)
+
+    def run_prepared(self, prepared: Sequence[PreparedRequest], lane: int = 0) -> list[Prediction]:
+        """Forward and post-processing of prepared requests on one lane: 0 is the compute thread
+        (every core), 1..n the one-thread CPU streams. The confidence, when first read, is computed
+        on the compute thread."""
+        thread = self.compute if lane == 0 else self.streams[lane - 1]
+        return thread.run(lambda: [self._finish(r, lane) for r in self._forward_prepared(prepared)])
+
     def _forward_prepared(self, prepared: Sequence[PreparedRequest]) -> list[ForwardResult]:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for index, request in enumerate(prepared):
@@ -310,14 +327,14 @@ class Predictor:
         computed when first used, on the compute thread too)."""
         return self.compute.run(self._finish, result)
 
-    def _finish(self, result: ForwardResult) -> Prediction:
+    def _finish(self, result: ForwardResult, lane: int = 0) -> Prediction:
         start = time.perf_counter()
         eager = upsample(result.logits, result.member.decoded.rgb.shape[:2])
         upsampled = Upsampled(eager.labels, lambda: self.compute.run(lambda: eager.confidence))
         timings = {**result.timings, "postprocess": _ms(start)}
         timings["total"] = sum(timings.values())
         return self._prediction(
-            result.member, upsampled, timings, result.backend, result.note, result.batch_size
+            result.member, upsampled, timings, result.backend, result.note, result.batch_size, lane
         )
 
     def caption(self, image: ImageInput) -> CaptionInfo:
@@ -359,12 +376,15 @@ class Predictor:
         return self._custom_class_set(prompts)
 
     def warmup(self) -> float:
-        """One forward of a fixed input through the serving backend (readiness check); seconds taken."""
+        """One forward of a fixed input through the serving backend on every lane (readiness
+        check); seconds taken."""
         start = time.perf_counter()
         h, w = self.working_size
         # already decoded: the request limits (which may be below the working size) do not apply
         blank = DecodedImage(np.zeros((h, w, 3), dtype=np.uint8), "RGB", "warmup", w, h)
-        self.predict(blank, caption="", use_captioner=False)
+        prepared = self.prepare(PredictRequest(blank, "", None, False))
+        for lane in range(self.lanes):
+            self.run_prepared([prepared], lane)
         return time.perf_counter() - start
 
     def info(self) -> dict[str, Any]:
@@ -388,6 +408,7 @@ class Predictor:
             "captioner_status": self.captioner_status(),
             "backend": self.backend.describe(),
             "backend_choice": self.backend_choice.describe(),
+            "cpu_streams": len(self.streams),
             "device": str(self.device),
             "limits": {
                 "max_body_bytes": self.limits.max_body_bytes,
@@ -530,7 +551,7 @@ class Predictor:
         outputs = []
         for s in range(0, images.shape[0], backend.max_batch):
             chunk = slice(s, s + backend.max_batch)
-            if self._serialize or not backend.thread_safe:
+            if not backend.thread_safe:  # (one lane at a time on a CPU without streams anyway)
                 with self._forward_lock:
                     outputs.append(backend(images[chunk], feats[chunk], mask[chunk], embeds))
             else:
@@ -566,6 +587,7 @@ class Predictor:
         backend: Backend,
         note: str | None,
         batch_size: int,
+        lane: int = 0,
     ) -> Prediction:
         return Prediction(
             upsampled=upsampled,
@@ -582,6 +604,7 @@ class Predictor:
             original_mode=member.decoded.original_mode,
             working_size=self.working_size,
             batch_size=batch_size,
+            lane=lane,
             backend_note=note,
             zero_shot=self.zero_shot,
             open_vocabulary=self.served.open_vocabulary,
@@ -593,3 +616,9 @@ class Predictor:
         if class_set.train_ids is not None or self.served.open_vocabulary:
             return ()
         return (OPEN_VOCABULARY_WARNING,)
+
+
+def _streamable(backend: Backend) -> bool:
+    """Whether one-thread CPU streams can run `backend` side by side (concurrent calls allowed,
+    and its threads are torch's, which a stream sets to one)."""
+    return backend.thread_safe and backend.torch_threads

@@ -51,7 +51,9 @@ class ServiceSettings:
     and caches the choice in SEMIDAVIL_ARTIFACTS, else ~/.cache/semidavil/artifacts; full: also
     every torch.compile backend (minutes); off: the committed table, serving/backend_choice.json),
     SEMIDAVIL_UI (on: the demo is mounted at /ui; off: an API-only deployment, without Gradio's
-    start-up and without its queue loop in the API's event loop).
+    start-up and without its queue loop in the API's event loop), SEMIDAVIL_CPU_STREAMS (auto: one
+    one-thread CPU stream per usable core, used while several requests wait, for a backend that runs
+    on torch's threads; 0: none, every batch on all cores; serving/compute.py).
     """
 
     checkpoint: str | None = None
@@ -68,6 +70,7 @@ class ServiceSettings:
     trim_slack_mb: int = 64
     backend_probe: str = "on"
     ui: bool = True
+    cpu_streams: int | None = None
     limits: Limits = field(default_factory=Limits)
 
     def predictor_options(self) -> PredictorOptions:
@@ -84,6 +87,7 @@ class ServiceSettings:
             captioner_timeout_s=self.captioner_timeout_s,
             probe_dir=self.probe_dir,
             probe_full=self.backend_probe == "full",
+            cpu_streams=self.cpu_streams,
         )
 
     @property
@@ -111,6 +115,9 @@ class ServiceSettings:
             trim_slack_mb=_non_negative_int("SEMIDAVIL_TRIM_SLACK_MB", "64"),
             backend_probe=_choice("SEMIDAVIL_BACKEND_PROBE", "on", ("on", "full", "off")),
             ui=_choice("SEMIDAVIL_UI", "on", ("on", "off")) == "on",
+            cpu_streams=None
+            if _env("SEMIDAVIL_CPU_STREAMS", "auto") == "auto"
+            else _non_negative_int("SEMIDAVIL_CPU_STREAMS", "auto"),
             limits=Limits(
                 max_body_bytes=int(_env("SEMIDAVIL_MAX_BODY_BYTES", str(DEFAULT_LIMITS.max_body_bytes))),
                 max_pixels=int(_env("SEMIDAVIL_MAX_PIXELS", str(DEFAULT_LIMITS.max_pixels))),

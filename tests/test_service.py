@@ -402,10 +402,11 @@ def test_concurrent_requests_keep_their_own_results(
         for b in same_size:
             if a < b:
                 assert np.mean(alone[a] == alone[b]) < 0.95, (a, b)
-    batch_sizes = []
+    batch_sizes, lanes = [], []
     for _ in range(3):
         results = fire_together(http, images)
         batch_sizes += [r["batch_size"] for r in results]
+        lanes += [r["lane"] for r in results]
         for i, body in enumerate(results):
             assert body["caption"]["text"] == f"scene {i}"
             label = label_of(body)
@@ -415,7 +416,9 @@ def test_concurrent_requests_keep_their_own_results(
             for j in same_size:
                 if j != i and label.shape == alone[j].shape:
                     assert np.mean(label == alone[j]) < own - 0.04, (i, j)
-    assert max(batch_sizes) > 1, f"no request was batched: {batch_sizes}"
+    # together, requests were batched (one lane) or ran on several one-thread CPU streams
+    streams = {lane for lane in lanes if lane > 0}
+    assert max(batch_sizes) > 1 or len(streams) > 1, f"batches {batch_sizes}, lanes {lanes}"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -368,3 +368,68 @@ def test_compute_thread_runs_nested_calls_directly():
     compute = ComputeThread()
     assert compute.run(lambda: compute.run(threading.get_ident)) == compute.ident
     compute.shutdown()
+
+
+def test_cpu_streams_run_one_thread_each_and_give_the_wide_lanes_labels(fixture_png):
+    """The one-thread streams (serving/compute.py) run forward and post-processing on their own
+    thread with one torch thread, give the same labels as the wide compute thread, and leave the
+    thread count that later threads start from as it was."""
+    torch.set_num_threads(2)  # (this module runs on 1; 2 tells the streams' 1 from the default)
+    try:
+        streamed = Predictor.from_checkpoint(None, backend="eager-fp32", captioner="none", cpu_streams=2)
+    finally:
+        torch.set_num_threads(1)
+    before = 2
+    assert streamed.lanes == 3 and streamed.info()["cpu_streams"] == 2
+    assert [s.run(torch.get_num_threads) for s in streamed.streams] == [1, 1]
+    assert streamed.compute.run(torch.get_num_threads) == before
+    fresh: list[int] = []
+    torch.set_num_threads(2)
+    try:
+        again = Predictor.from_checkpoint(None, backend="eager-fp32", captioner="none", cpu_streams=2)
+        probe = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        probe.start()
+        probe.join()
+    finally:
+        torch.set_num_threads(1)
+    assert fresh == [before] and again.compute.run(torch.get_num_threads) == before
+    prepared = streamed.prepare(PredictRequest(fixture_png, "a street", None, False))
+    ran_on: list[int] = []
+    forward = streamed._forward
+
+    def recording_forward(*args):
+        ran_on.append(threading.get_ident())
+        return forward(*args)
+
+    streamed._forward = recording_forward  # type: ignore[method-assign]
+    by_lane = [streamed.run_prepared([prepared], lane)[0] for lane in range(3)]
+    assert ran_on == [streamed.compute.ident, *(s.ident for s in streamed.streams)]
+    for pred in by_lane[1:]:
+        assert np.array_equal(pred.label_map, by_lane[0].label_map)
+    assert streamed.warmup() > 0  # every lane
+
+
+def test_stream_count_follows_the_device_and_the_backend(monkeypatch):
+    from serving.compute import MAX_AUTO_STREAMS, ComputeThread, make_streams, stream_count
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(12)))
+    assert stream_count(None, "cpu", True) == MAX_AUTO_STREAMS == 8
+    assert stream_count(3, "cpu", True) == 3 and stream_count(0, "cpu", True) == 0
+    assert stream_count(None, "cuda", True) == 0  # a GPU batches; streams are a CPU matter
+    assert stream_count(4, "cpu", False) == 0  # ONNX Runtime / TensorRT: threads torch does not set
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert stream_count(None, "cpu", True) == 2
+    wide = ComputeThread()
+    assert make_streams(1, wide) == () and make_streams(0, wide) == ()
+    wide.shutdown()
+
+
+def test_cpu_streams_setting(monkeypatch):
+    from serving.settings import ServiceSettings
+
+    assert ServiceSettings.from_env().predictor_options().cpu_streams is None  # auto
+    monkeypatch.setenv("SEMIDAVIL_CPU_STREAMS", "0")
+    assert ServiceSettings.from_env().predictor_options().cpu_streams == 0
+    monkeypatch.setenv("SEMIDAVIL_CPU_STREAMS", "many")
+    with pytest.raises(ValueError, match="SEMIDAVIL_CPU_STREAMS must be a whole number"):
+        ServiceSettings.from_env()

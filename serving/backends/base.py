@@ -64,11 +64,14 @@ class Backend(abc.ABC):
     on `self.device`. `profile` is None for shape-agnostic backends (eager); otherwise H, W, L and
     K must match it. B must be <= `max_batch` (the predictor splits larger batches).
     `thread_safe`: concurrent calls are allowed (the predictor serialises calls otherwise).
+    `torch_threads`: its CPU work runs on the calling thread's torch (OpenMP) threads, so a
+    one-thread CPU stream (serving/compute.py) runs it on one thread.
     """
 
     name: str = "backend"
     precision: str = "fp32"
     thread_safe: bool = False
+    torch_threads: bool = False
     # The registry's view (serving/backends/factory.py): the artefact file's suffix (None: the
     # backend keeps no file) and whether it is built for one ShapeProfile.
     artifact_suffix: ClassVar[str | None] = None
@@ -179,4 +182,5 @@ class Backend(abc.ABC):
             "max_batch": self.max_batch,
             "profile": self.profile.to_dict() if self.profile else None,
             "thread_safe": self.thread_safe,
+            "torch_threads": self.torch_threads,
         }

@@ -34,6 +34,7 @@ class EagerBackend(Backend):
     """
 
     thread_safe = True
+    torch_threads = True
     fixed_shapes = False
 
     @classmethod
