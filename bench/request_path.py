@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--backend",
         default=None,
-        help="serving backend (default: the eager fallback for this CPU, as bench/http_bench.py)",
+        help="serving backend (default: what the service's `auto` picks on this machine: its probe, cached)",
     )
     p.add_argument("--repeats", type=int, default=15, help="alternating timed rounds per stage")
     p.add_argument("--frame", type=Path, default=FRAME, help="a 2048x1024 PNG photo")
@@ -398,14 +398,24 @@ def render(measured: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _options(backend: str | None) -> Any:
+    """The in-process predictor's options: the service's defaults (so `auto` probes, or re-uses the
+    probe cached where the service caches it) with `backend` when given, and no captioner."""
+    from dataclasses import replace
+
+    from serving.settings import ServiceSettings
+
+    options = ServiceSettings().predictor_options()
+    return replace(options, backend=backend or "auto", captioner="none")
+
+
 def main(argv: list[str] | None = None) -> int:
     import model  # noqa: F401  (offline env defaults)
-    from bench.http_bench import default_http_backend
     from serving.predictor import Predictor
 
     args = parse_args(argv)
-    args.backend = args.backend or default_http_backend()
-    predictor = Predictor.from_checkpoint(args.checkpoint, backend=args.backend, captioner="none")
+    predictor = Predictor.from_checkpoint(args.checkpoint, _options(args.backend))
+    args.backend = predictor.backend.name  # the servers run exactly this one
     full = args.frame.read_bytes()
     inputs = {"2048x1024": full, "1024x512": png_at(full, (1024, 512))}
     measured: dict[str, Any] = {

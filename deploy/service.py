@@ -255,7 +255,8 @@ class SemiDAViLService:
             # that requests overlap with the batched forward; upsampling and argmax follow on the
             # batch's lane (all torch work runs on the predictor's lanes: serving/compute.py), and
             # the response (PNG and JSON encoding) back in the request's thread.
-            prepared = await _to_thread(self.predictor.prepare, req)
+            with self._batched.preparing():
+                prepared = await _to_thread(self.predictor.prepare, req)
             prediction = await self._segment(prepared)
             if isinstance(prediction, Response):  # a 500 from a failed forward
                 record_request(out, prediction.status_code)

@@ -48,6 +48,14 @@ PROBE_FILE = "backend_probe.json"
 PROBE_FORMAT = "semidavil-backend-probe"
 DEFAULT_BUDGET_S = 120.0  # no new candidate is built after this; timing is ~1 s each
 TIMED_CALLS = 5
+# On a CPU with CPU streams (serving/compute.py), a backend that cannot run in them (torch.compile's:
+# not thread-safe) must be this much faster at batch 1 to be chosen: the streams are worth more under
+# load (1.06x -> ~1.3x requests/s at concurrency 8 on 2 cores, BENCHMARKS.md "request-path") than a
+# batch-1 difference near the timing noise (the same two backends measured 46.8 / 47.5 ms and
+# 41.6 / 52.1 ms on two starts of one machine).
+STREAMS_MARGIN = 0.9
+# Part of the cache key: a cached choice made by an earlier rule is not re-used.
+PROBE_RULE = 3  # 2: the CPU-streams margin; 3: ONNX Runtime sessions without spinning
 
 BuildFn = Callable[[str], Backend]
 
@@ -182,9 +190,15 @@ def time_backend(backend: Backend, inputs: Inputs, calls: int = TIMED_CALLS) -> 
 
 
 def probe(
-    names: Sequence[str], build: BuildFn, inputs: Inputs, budget_s: float = DEFAULT_BUDGET_S
+    names: Sequence[str],
+    build: BuildFn,
+    inputs: Inputs,
+    budget_s: float = DEFAULT_BUDGET_S,
+    streams: bool = False,
 ) -> tuple[BackendChoice, dict[str, Backend]]:
-    """Build and time each candidate in order until the budget is spent; the fastest wins.
+    """Build and time each candidate in order until the budget is spent; the fastest wins, except
+    that with `streams` (a CPU that gets CPU streams) the fastest backend streams can run is kept
+    unless another is faster than STREAMS_MARGIN x its time.
 
     `build(name)` returns the gated backend or raises (AgreementError, a missing runtime, ...): that
     candidate is recorded as refused. The first candidate always runs (it is the reference).
@@ -207,10 +221,27 @@ def probe(
             logger.info("backend probe: %s refused: %s", name, err)
     if not timings:
         raise RuntimeError(f"no backend could run: {refused}")
-    best = min(timings, key=timings.__getitem__)
+    best, why = _pick(timings, built, streams)
     detail = ", ".join(f"{n} {ms:.1f} ms" for n, ms in sorted(timings.items(), key=lambda kv: kv[1]))
-    choice = BackendChoice(best, "probed", f"batch-1 forward on this machine: {detail}", timings, refused)
+    choice = BackendChoice(
+        best, "probed", f"batch-1 forward on this machine: {detail}{why}", timings, refused
+    )
     return choice, built
+
+
+def _pick(timings: dict[str, float], built: dict[str, Backend], streams: bool) -> tuple[str, str]:
+    """The chosen name and, when the streams rule decided, why (for the detail line)."""
+    fastest = min(timings, key=timings.__getitem__)
+    streamable = [n for n in timings if getattr(built[n], "streamable", False)]
+    if not streams or not streamable or fastest in streamable:
+        return fastest, ""
+    kept = min(streamable, key=timings.__getitem__)
+    if timings[fastest] < STREAMS_MARGIN * timings[kept]:
+        return fastest, ""
+    return kept, (
+        f"; {kept} kept over {fastest} (not {1 - STREAMS_MARGIN:.0%} faster): it runs in one-thread"
+        " CPU streams under load"
+    )
 
 
 def table_choice(device: torch.device, model_name: str) -> BackendChoice:
@@ -240,19 +271,22 @@ def resolve_auto(
     probe_dir: str | os.PathLike[str] | None,
     budget_s: float = DEFAULT_BUDGET_S,
     full: bool = False,
+    streams: bool = False,
 ) -> tuple[BackendChoice, Backend | None]:
     """The backend for "auto": a cached probe, a new probe (cached), or without `probe_dir` the
-    committed table. Returns the choice and, when it probed, the winner already built."""
+    committed table. Returns the choice and, when it probed, the winner already built. `streams`:
+    the predictor will have CPU streams (the probe then prefers a backend that runs in them)."""
     if probe_dir is None:
         return table_choice(device, model_name), None
     path = Path(probe_dir) / PROBE_FILE
     fp = {**fingerprint(device, model_name, checkpoint_sha256, profile), "full": full}
+    fp.update(rule=PROBE_RULE, streams=streams)
     key = fingerprint_key(fp)
     cached = cached_probe(path, key)
     if cached is not None:
         return cached, None
     logger.info("probing backends for %s on this machine (once; cached in %s) ...", model_name, path)
-    choice, built = probe(candidates(device, model_name, full), build, inputs_fn(), budget_s)
+    choice, built = probe(candidates(device, model_name, full), build, inputs_fn(), budget_s, streams)
     try:
         save_probe(path, key, fp, choice)
     except OSError as err:  # a read-only folder must not stop the service

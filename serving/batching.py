@@ -8,10 +8,12 @@ batching off (bench/request_path.py, 2048x1024 PNG -> label PNG). Here nothing w
 queue delay of 0 in Triton's dynamic batcher.
 
 Lanes: lane 0 uses every core (the predictor's compute thread); lanes 1..n, when there are any,
-are one-thread CPU streams (serving/compute.py). A request that finds nothing running and no one
-else waiting runs alone on lane 0: the lowest latency. Once several requests wait, or a stream is
-busy, each free stream takes the next `stream_batch` of them, side by side, and lane 0 waits until
-the streams are idle (it would compete with them for every core). Without streams this is one
+are one-thread CPU streams (serving/compute.py). A request that finds nothing running, no one else
+waiting and no other request being prepared (decoded: `preparing`) runs alone on lane 0: the lowest
+latency. Otherwise each free stream takes the next `stream_batch` waiting requests, side by side,
+and lane 0 waits until the streams are idle (it would compete with them for every core). Counting
+the requests still being decoded matters: under load a request often reaches the queue while the
+others decode, and on lane 0 it would hold the streams back for a whole forward. Without streams this is one
 batch of up to `max_batch` at a time on lane 0: under light load every request runs alone at once,
 under heavy load batches form by themselves.
 """
@@ -19,8 +21,9 @@ under heavy load batches form by themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -54,6 +57,7 @@ class GreedyBatcher(Generic[In, Out]):
         self._stream_batch = stream_batch
         self._queue: deque[tuple[In, asyncio.Future[Any]]] = deque()
         self._wide_busy = False
+        self._preparing = 0  # requests on their way to the queue (`preparing`)
         self._free_streams = list(range(streams, 0, -1))  # popped from the end: lane 1 first
         self._streams = streams
         self._running: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
@@ -64,6 +68,16 @@ class GreedyBatcher(Generic[In, Out]):
         self._dispatch()
         return await future
 
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Wrap a request's work before it calls the batcher (decoding): while any request is in
+        here, a lone queued request goes to a stream, not to lane 0. Event loop thread only."""
+        self._preparing += 1
+        try:
+            yield
+        finally:
+            self._preparing -= 1
+
     @property
     def busy_streams(self) -> int:
         return self._streams - len(self._free_streams)
@@ -72,7 +86,8 @@ class GreedyBatcher(Generic[In, Out]):
         """(lane, batch size) that may start now, or None."""
         if not self._queue or self._wide_busy:
             return None
-        if self.busy_streams == 0 and (len(self._queue) == 1 or not self._streams):
+        alone = len(self._queue) == 1 and self._preparing == 0
+        if not self._streams or (self.busy_streams == 0 and alone):
             return 0, self._max_batch
         if self._free_streams:
             return self._free_streams.pop(), self._stream_batch

@@ -137,6 +137,7 @@ class Predictor:
         captioner_timeout_s: float | None = None,
         compute: ComputeThread | None = None,
         streams: tuple[ComputeThread, ...] = (),
+        stream_backend: Backend | None = None,
     ) -> None:
         check_working_size(working_size, served.model.seg.visual.patch_size)
         self.served = served
@@ -158,8 +159,12 @@ class Predictor:
         self.backend_choice = BackendChoice(backend.name, "explicit", "passed to the Predictor")
         # every forward and post-processing runs on this one thread (serving/compute.py: why)
         self.compute = compute or ComputeThread()
-        # one-thread CPU streams (serving/compute.py: why): lanes 1..n of `run_prepared`
+        # one-thread CPU streams (serving/compute.py: why): lanes 1..n of `run_prepared`, which run
+        # `stream_backend` (the backend's `for_streams`)
+        if streams and stream_backend is None:
+            raise ValueError(f"{backend.name} cannot run in CPU streams (for_streams() is None)")
         self.streams = streams
+        self.stream_backend = stream_backend if streams else None
 
     @classmethod
     def from_checkpoint(
@@ -216,6 +221,7 @@ class Predictor:
                 lambda: inputs_fn()[0],
                 o.probe_dir,
                 full=o.probe_full,
+                streams=stream_count(o.cpu_streams, torch_device.type, True) >= 2,
             )
         else:
             choice, backend_obj = BackendChoice(o.backend, "explicit", "the backend setting names it"), None
@@ -223,6 +229,9 @@ class Predictor:
         captioner = o.captioner
         if isinstance(captioner, str):
             captioner = create_captioner(captioner, o.captioner_model, device=str(torch_device))
+        streams = make_streams(
+            stream_count(o.cpu_streams, torch_device.type, backend_obj.streamable), compute
+        )
         predictor = cls(
             served,
             backend_obj,
@@ -234,7 +243,8 @@ class Predictor:
             embedder,
             o.captioner_timeout_s,
             compute,
-            make_streams(stream_count(o.cpu_streams, torch_device.type, _streamable(backend_obj)), compute),
+            streams,
+            backend_obj.for_streams() if streams else None,
         )
         predictor.backend_choice = choice
         return predictor
@@ -310,15 +320,15 @@ class Predictor:
         (every core), 1..n the one-thread CPU streams. The confidence, when first read, is computed
         on the compute thread."""
         thread = self.compute if lane == 0 else self.streams[lane - 1]
-        return thread.run(lambda: [self._finish(r, lane) for r in self._forward_prepared(prepared)])
+        return thread.run(lambda: [self._finish(r, lane) for r in self._forward_prepared(prepared, lane)])
 
-    def _forward_prepared(self, prepared: Sequence[PreparedRequest]) -> list[ForwardResult]:
+    def _forward_prepared(self, prepared: Sequence[PreparedRequest], lane: int = 0) -> list[ForwardResult]:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for index, request in enumerate(prepared):
             groups[self._class_key(request.class_set)].append(index)
         results: list[ForwardResult | None] = [None] * len(prepared)
         for indices in groups.values():
-            for index, result in zip(indices, self._run_group([prepared[i] for i in indices])):
+            for index, result in zip(indices, self._run_group([prepared[i] for i in indices], lane)):
                 results[index] = result
         return [r for r in results if r is not None]
 
@@ -532,10 +542,13 @@ class Predictor:
     # ----------------------------------------------------------------------------------------
     # Running a group (same class set)
 
-    def _backend_for(self, num_classes: int) -> tuple[Backend, str | None]:
+    def _backend_for(self, num_classes: int, lane: int = 0) -> tuple[Backend, str | None]:
+        """The backend for a group on `lane` (a stream's: `stream_backend`), or the eager fallback
+        for a class count a fixed-shape backend was not built for."""
         h, w = self.working_size
-        if self.backend.supports(h, w, self.caption_length, num_classes):
-            return self.backend, None
+        backend = self.stream_backend if lane and self.stream_backend is not None else self.backend
+        if backend.supports(h, w, self.caption_length, num_classes):
+            return backend, None
         with self._lock:
             if self._fallback is None:
                 name = default_backend_name(self.device)
@@ -558,7 +571,7 @@ class Predictor:
                 outputs.append(backend(images[chunk], feats[chunk], mask[chunk], embeds))
         return torch.cat(outputs)
 
-    def _run_group(self, members: list[PreparedRequest]) -> list[ForwardResult]:
+    def _run_group(self, members: list[PreparedRequest], lane: int = 0) -> list[ForwardResult]:
         class_set = members[0].class_set
         start = time.perf_counter()
         class_embeds = self.embedder.class_embeddings(class_set.prompts())
@@ -568,7 +581,7 @@ class Predictor:
         start = time.perf_counter()
         images = numpy_to_model_input([m.resized for m in members], self.device)
         batch_pre_ms = _ms(start)
-        backend, note = self._backend_for(len(class_set))
+        backend, note = self._backend_for(len(class_set), lane)
         start = time.perf_counter()
         logits = self._forward(backend, (images, feats, mask, class_embeds))
         forward_ms = _ms(start)
@@ -616,9 +629,3 @@ class Predictor:
         if class_set.train_ids is not None or self.served.open_vocabulary:
             return ()
         return (OPEN_VOCABULARY_WARNING,)
-
-
-def _streamable(backend: Backend) -> bool:
-    """Whether one-thread CPU streams can run `backend` side by side (concurrent calls allowed,
-    and its threads are torch's, which a stream sets to one)."""
-    return backend.thread_safe and backend.torch_threads

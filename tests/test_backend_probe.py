@@ -149,3 +149,27 @@ def test_candidates_are_cheap_unless_full_and_include_the_table_pick(monkeypatch
     monkeypatch.setattr(backend_probe, "choose_default_backend", lambda device, model: "eager-fp32")
     assert not any(n.startswith("compile") for n in candidates(cpu, "m"))
     assert any(n.startswith("compile") for n in candidates(cpu, "m", full=True))
+
+
+def test_with_cpu_streams_a_backend_that_runs_in_them_wins_a_near_tie():
+    """A backend CPU streams cannot run (torch.compile's, not thread-safe) must be clearly faster
+    (STREAMS_MARGIN) than the fastest one they can run, on a CPU with streams."""
+    from serving.backend_probe import STREAMS_MARGIN, _pick
+
+    built = {n: SimpleNamespace(streamable=n.startswith("eager")) for n in ("eager-fp32", "compile-fp32")}
+    near = {"eager-fp32": 40.0, "compile-fp32": 40.0 * (STREAMS_MARGIN + 0.05)}
+    name, why = _pick(near, built, streams=True)
+    assert name == "eager-fp32" and "CPU streams" in why
+    assert _pick(near, built, streams=False) == ("compile-fp32", "")  # no streams: the fastest
+    clear = {"eager-fp32": 40.0, "compile-fp32": 40.0 * (STREAMS_MARGIN - 0.05)}
+    assert _pick(clear, built, streams=True) == ("compile-fp32", "")
+    # end to end: the rule's reason reaches the choice's detail line
+    speeds = {"eager-fp32": 60.0, "compile-fp32": 56.5}  # 0.94x: a near tie, apart beyond sleep jitter
+
+    def build(name: str) -> SleepyBackend:
+        backend = builder(speeds)(name)
+        backend.streamable = name.startswith("eager")  # type: ignore[attr-defined]
+        return backend
+
+    choice, _ = probe(list(speeds), build, (torch.zeros(1),), streams=True)
+    assert choice.name == "eager-fp32" and "kept over compile-fp32" in choice.detail

@@ -369,7 +369,7 @@ def test_onnxruntime_predictor_reuses_a_gated_artefact(tmp_path, monkeypatch, on
     (conftest.py; the tests above check the build and its manifest) and runs it instead of exporting
     again; its labels agree with eager fp32's on a Cityscapes fixture frame at its own size. (Here
     rather than with the predictor's tests so that one pytest-xdist worker builds the export.)"""
-    from serving.predictor import Predictor
+    from serving.predictor import Predictor, PredictRequest
 
     if not FIXTURE_IMAGE.is_file():
         pytest.skip(f"Cityscapes fixture not found at {FIXTURE_IMAGE}")
@@ -380,7 +380,7 @@ def test_onnxruntime_predictor_reuses_a_gated_artefact(tmp_path, monkeypatch, on
         mp.setattr("serving.loading.DEFAULT_CHECKPOINT", Path("/nonexistent/default.safetensors"))
         mp.setattr("serving.artifacts.build_backend", lambda *a, **k: pytest.fail("artefact must be re-used"))
         onnx = Predictor.from_checkpoint(
-            None, backend="onnxruntime", artifacts_dir=str(artifacts), max_batch=4
+            None, backend="onnxruntime", artifacts_dir=str(artifacts), max_batch=4, cpu_streams=2
         )
     assert onnx.backend.name == "onnxruntime"
     assert sorted(p.suffix for p in artifacts.iterdir()) == [".json", ".onnx"]
@@ -395,3 +395,11 @@ def test_onnxruntime_predictor_reuses_a_gated_artefact(tmp_path, monkeypatch, on
     )
     reference = eager.predict(frame, "a street")
     assert (pred.label_map == reference.label_map).mean() >= 0.995
+    # CPU streams run a second session on the same file with one intra-op thread (ONNX Runtime's
+    # pool is its own: a stream's torch setting does not reach it), with the same labels
+    streamed = onnx.stream_backend
+    assert streamed is not None and streamed is not onnx.backend and streamed.path == onnx.backend.path
+    assert streamed.session.get_session_options().intra_op_num_threads == 1
+    prepared = onnx.prepare(PredictRequest(frame, "a street", None, False))
+    on_stream = onnx.run_prepared([prepared], 2)[0]
+    assert on_stream.lane == 2 and (on_stream.label_map == pred.label_map).mean() >= 0.999

@@ -175,3 +175,23 @@ def test_the_wide_lane_waits_for_the_streams_and_a_lone_request_gets_it_again():
         assert lanes.calls[-1] == (0, (5,))
 
     asyncio.run(main())
+
+
+def test_a_request_queued_while_others_are_being_prepared_goes_to_a_stream():
+    """Alone in the queue is not alone in the server: while another request is still being
+    decoded, a queued request takes a stream, so lane 0 does not hold the streams back."""
+    lanes = Lanes()
+
+    async def main() -> None:
+        batcher = GreedyBatcher(lanes, max_batch=8, streams=2)
+        with batcher.preparing():  # another request decoding
+            first = asyncio.ensure_future(batcher(0))
+            await _until(lambda: len(lanes.calls) == 1)
+        assert lanes.calls[0][0] in (1, 2)
+        lanes.gate(0).set()
+        assert await first == 0
+        lanes.gate(1).set()
+        assert await batcher(1) == 10  # nothing preparing, nothing running: lane 0
+        assert lanes.calls[1] == (0, (1,))
+
+    asyncio.run(main())

@@ -381,6 +381,7 @@ def test_cpu_streams_run_one_thread_each_and_give_the_wide_lanes_labels(fixture_
         torch.set_num_threads(1)
     before = 2
     assert streamed.lanes == 3 and streamed.info()["cpu_streams"] == 2
+    assert streamed.stream_backend is streamed.backend  # eager: each stream runs it on its own thread
     assert [s.run(torch.get_num_threads) for s in streamed.streams] == [1, 1]
     assert streamed.compute.run(torch.get_num_threads) == before
     fresh: list[int] = []

@@ -173,6 +173,18 @@ class Backend(abc.ABC):
                 f"K={class_embeds.shape[0]}"
             )
 
+    @property
+    def streamable(self) -> bool:
+        """Whether one-thread CPU streams (serving/compute.py) can run it side by side (`for_streams`
+        says with what): on the CPU, concurrent calls allowed, and its threads are torch's, which a
+        stream sets to one."""
+        return self.device.type == "cpu" and self.thread_safe and self.torch_threads
+
+    def for_streams(self) -> Backend | None:
+        """The backend the one-thread CPU streams call, or None when they cannot run this one:
+        itself when its threads are torch's (each stream runs it on its own one thread)."""
+        return self if self.streamable else None
+
     def describe(self) -> dict[str, Any]:
         """What the service reports as its backend (JSON-serialisable)."""
         return {

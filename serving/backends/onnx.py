@@ -90,6 +90,7 @@ def _session(path: Path, device: torch.device, threads: int | None) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = ["CPUExecutionProvider"]
@@ -177,6 +178,19 @@ class ONNXRuntimeBackend(Backend):
         feeds = {name: np.ascontiguousarray(a) for name, a in zip(self.input_names, arrays)}
         (logits,) = self.session.run(None, feeds)
         return torch.from_numpy(logits)
+
+    @property
+    def streamable(self) -> bool:
+        return self.device.type == "cpu"
+
+    def for_streams(self) -> ONNXRuntimeBackend | None:
+        """A second session on the same file with one intra-op thread: ONNX Runtime keeps its own
+        thread pool, which a stream's torch setting does not reach; with one thread a run executes
+        on the calling thread, so the streams run it side by side (`run` is thread-safe)."""
+        if not self.streamable:
+            return None
+        assert self.profile is not None  # always built with one
+        return ONNXRuntimeBackend(self.path, self.profile, self.device, threads=1, exporter=self.exporter)
 
     def describe(self) -> dict[str, Any]:
         return {
