@@ -107,11 +107,13 @@ def test_predictor_reports_how_auto_chose(tmp_path, monkeypatch):
     from serving.predictor import Predictor
 
     monkeypatch.setattr(backend_probe, "candidates", lambda device, model, full: ["eager-fp32", "eager-bf16"])
-    first = Predictor.from_checkpoint(None, backend="auto", probe_dir=str(tmp_path), working_size=(64, 128))
+    # no CPU streams: the fastest at batch 1 wins (the streams rules are tested below)
+    options = {"probe_dir": str(tmp_path), "working_size": (64, 128), "cpu_streams": 0}
+    first = Predictor.from_checkpoint(None, backend="auto", **options)
     info = first.info()["backend_choice"]
     assert info["how"] == "probed" and set(info["timings_ms"]) == {"eager-fp32", "eager-bf16"}
     assert info["name"] == first.backend.name == min(info["timings_ms"], key=info["timings_ms"].get)
-    second = Predictor.from_checkpoint(None, backend="auto", probe_dir=str(tmp_path), working_size=(64, 128))
+    second = Predictor.from_checkpoint(None, backend="auto", **options)
     assert second.info()["backend_choice"]["how"] == "cached probe"
     assert second.backend.name == first.backend.name
     explicit = Predictor.from_checkpoint(None, backend="eager-fp32", working_size=(64, 128))
@@ -154,7 +156,7 @@ def test_candidates_are_cheap_unless_full_and_include_the_table_pick(monkeypatch
 def test_with_cpu_streams_a_backend_that_runs_in_them_wins_a_near_tie():
     """A backend CPU streams cannot run (torch.compile's, not thread-safe) must be clearly faster
     (STREAMS_MARGIN) than the fastest one they can run, on a CPU with streams."""
-    from serving.backend_probe import STREAMS_MARGIN, _pick
+    from serving.backend_probe import STREAM_SUFFIX, STREAMS_MARGIN, _pick
 
     built = {n: SimpleNamespace(streamable=n.startswith("eager")) for n in ("eager-fp32", "compile-fp32")}
     near = {"eager-fp32": 40.0, "compile-fp32": 40.0 * (STREAMS_MARGIN + 0.05)}
@@ -169,7 +171,22 @@ def test_with_cpu_streams_a_backend_that_runs_in_them_wins_a_near_tie():
     def build(name: str) -> SleepyBackend:
         backend = builder(speeds)(name)
         backend.streamable = name.startswith("eager")  # type: ignore[attr-defined]
+        backend.for_streams = lambda: backend  # type: ignore[attr-defined]
         return backend
 
     choice, _ = probe(list(speeds), build, (torch.zeros(1),), streams=True)
     assert choice.name == "eager-fp32" and "kept over compile-fp32" in choice.detail
+    assert set(choice.timings_ms) == {"eager-fp32", "compile-fp32", "eager-fp32" + STREAM_SUFFIX}
+
+
+def test_among_near_ties_the_faster_one_in_a_one_thread_stream_wins():
+    from serving.backend_probe import STREAM_SUFFIX, STREAM_TIE, _pick
+
+    built = {n: SimpleNamespace(streamable=True) for n in ("eager-fp32", "onnxruntime")}
+    tie = {"eager-fp32": 40.0, "onnxruntime": 40.0 / (STREAM_TIE + 0.02)}  # within the tie share
+    tie.update({"eager-fp32" + STREAM_SUFFIX: 83.0, "onnxruntime" + STREAM_SUFFIX: 73.0})
+    name, why = _pick(tie, built, streams=True)
+    assert name == "onnxruntime" and "faster in a one-thread stream (73.0 vs 83.0 ms)" in why
+    assert _pick(tie, built, streams=False) == ("eager-fp32", "")
+    apart = {**tie, "onnxruntime": 40.0 / (STREAM_TIE - 0.05)}  # clearly slower on all cores
+    assert _pick(apart, built, streams=True) == ("eager-fp32", "")
