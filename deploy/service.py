@@ -15,7 +15,6 @@ import logging
 import sys
 import time
 from collections.abc import MutableMapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import bentoml
@@ -28,7 +27,7 @@ from starlette.routing import Route
 
 import model  # noqa: F401  (offline env defaults and the torchvision shim first)
 from serving.batching import GreedyBatcher
-from serving.decode import read_limited
+from serving.decode import check_body_size
 from serving.errors import InvalidImage, NotFound, ServiceUnavailable, ServingError
 from serving.faults import Faults, check_forward, faulty_captioner, parse_faults
 from serving.http import (
@@ -49,6 +48,7 @@ from serving.metrics import record_prediction, record_request
 from serving.params import form_text, parse_alpha, parse_bool, parse_classes, parse_output
 from serving.prediction import SOURCE_FAILED, SOURCE_NONE, Prediction, PredictRequest
 from serving.settings import ServiceSettings
+from serving.upload import Upload
 
 if TYPE_CHECKING:  # imported by the worker only (SemiDAViLService.__init__): see there
     from serving.predictor import Predictor, PreparedRequest
@@ -233,7 +233,7 @@ class SemiDAViLService:
     @bentoml.api(route="/segment")
     async def segment(
         self,
-        image: Path,
+        image: Upload,
         caption: FormText = None,
         classes: FormText = None,
         output: FormText = None,
@@ -270,7 +270,7 @@ class SemiDAViLService:
             return error_response(err)
 
     @bentoml.api(route="/caption")
-    async def caption(self, image: Path):  # a JSON starlette Response
+    async def caption(self, image: Upload):  # a JSON starlette Response
         """The caption of an image, its source (captioner, cache, captioner_failed, none) and time."""
         try:
             data = _read_upload(image, self.settings)
@@ -295,10 +295,12 @@ class SemiDAViLService:
         return self.predictor.info()
 
 
-def _read_upload(image: Path | None, settings: ServiceSettings) -> bytes:
+def _read_upload(image: Upload | None, settings: ServiceSettings) -> bytes:
+    """The uploaded bytes (kept in memory: serving/upload.py), within the body limit."""
     if image is None:
         raise InvalidImage("no image: send the image file as the multipart field 'image'", "missing_image")
-    return read_limited(image, settings.limits)
+    check_body_size(len(image.data), settings.limits)
+    return image.data
 
 
 async def _to_thread(fn: Any, *args: Any) -> Any:

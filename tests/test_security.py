@@ -112,13 +112,15 @@ def test_telemetry_and_hub_access_are_off_by_default() -> None:
 
 
 def test_request_parameters_never_reach_the_file_system() -> None:
-    """The only file the service opens for a request is the upload BentoML stored (`image`); no
-    parameter is used as a path, and the service module itself does no file I/O."""
+    """The service opens no file for a request: the upload stays in memory (serving/upload.py,
+    BentoML writes no temporary file for it), no parameter is used as a path, and neither the
+    service module nor the upload type does file I/O."""
     service = (ROOT / "deploy" / "service.py").read_text()
     http = (ROOT / "serving" / "http.py").read_text()
-    for text in (service, http):
+    upload = (ROOT / "serving" / "upload.py").read_text()
+    for text in (service, http, upload):
         assert not re.search(r"\bopen\(|\.read_bytes\(|\.read_text\(|\.write_|os\.remove|shutil\.", text)
-    assert "read_limited(image, settings.limits)" in service
+    assert "image: Upload," in service and "return image.data" in service
     fs_calls = {"open", "Path", "os.path.join", "shutil.copy"}
     for name, call in _calls(ROOT / "deploy" / "service.py"):
         assert name not in fs_calls, f"deploy/service.py:{call.lineno} {name}"

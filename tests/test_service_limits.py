@@ -243,3 +243,22 @@ class TestTightLimits:
 
     def test_no_request_got_a_500(self, tight: httpx.Client) -> None:
         assert_no_500(tight, "200", "413", "422", "429")
+
+
+def test_an_upload_stays_in_memory_with_its_base_name_only() -> None:
+    """serving/upload.py: the bytes of the multipart part, no temporary file; the client's file name
+    is kept as a name (base name only), never used as a path; anything but a file part is refused."""
+    import io
+
+    from starlette.datastructures import UploadFile
+
+    from serving.upload import Upload
+
+    part = UploadFile(io.BytesIO(b"\x89PNG fake"), filename="../../etc/passwd")
+    part.file.read(3)  # the parser may leave the position anywhere: the whole part is read
+    upload = Upload.validate(part)
+    assert upload.data == b"\x89PNG fake" and str(upload) == "passwd" and not upload.is_absolute()
+    assert Upload.validate(b"abc").data == b"abc" and str(Upload.validate(b"abc")) == "upload"
+    assert Upload.validate(upload) is upload
+    with pytest.raises(ValueError, match="multipart file part"):
+        Upload.validate("http://example.com/x.png")
