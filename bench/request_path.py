@@ -187,7 +187,9 @@ def http_part(result: dict[str, Any]) -> list[str]:
         "",
         f"Two servers up at once, requests alternating with the in-process call: **before** = every batch on"
         f" all cores ({streams['before']} CPU streams), uvicorn on h11 + asyncio; **after** ="
-        f" {streams['after']} one-thread CPU streams under load (serving/compute.py), httptools + uvloop.",
+        f" {streams['after']} one-thread CPU streams under load (serving/compute.py), httptools + uvloop."
+        " Both keep the upload in memory (serving/upload.py) and run ONNX Runtime without spinning:"
+        " those changes are not toggled here.",
         "",
         markdown_table(
             ["path", "ms, median (min-max)", "vs in process", "X-Total-Ms inside the server"], rows
