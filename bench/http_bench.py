@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -194,7 +194,8 @@ def server_run(
                 # the predictor's own total inside the server (timed requests only): client latency
                 # minus this is the HTTP + framework + batching-queue share
                 out["server_total"] = summarize([ms / 1000.0 for ms in server_ms[-repeats:]])
-        out["throughput"] = throughput_levels(server.url, data, concurrencies, requests, rounds, output)
+        levels = throughput_levels({"server": server.url}, data, concurrencies, requests, rounds, output)
+        out["throughput"] = levels["server"]
     return out
 
 
@@ -211,25 +212,36 @@ def server_env(backend: str, max_batch: int) -> dict[str, str]:
 
 
 def throughput_levels(
-    url: str, data: bytes, concurrencies: Sequence[int], requests: int, rounds: int, output: str
-) -> dict[str, dict[str, Any]]:
-    """Per concurrency: a warm-up burst, then `rounds` rounds of `throughput` (median req/s, mean
-    batch, the lanes the server used)."""
-    levels = {}
+    urls: Mapping[str, str],
+    data: bytes,
+    concurrencies: Sequence[int],
+    requests: int,
+    rounds: int,
+    output: str,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{name: {concurrency: ...}} for each server in `urls`: per concurrency a warm-up burst each,
+    then `rounds` rounds of `throughput`, the servers taking turns within a round (so a drifting
+    machine moves them alike); median req/s, mean batch, the lanes the server used."""
+    out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in urls}
     for c in concurrencies:
-        _log(f"{url}: concurrency {c} ...")
-        throughput(url, data, c, c, output)  # warm-up burst
-        runs = [throughput(url, data, c, max(requests, c), output) for _ in range(rounds)]
-        levels[str(c)] = {
-            "requests_per_s": summarize([r["requests_per_s"] for r in runs]),
-            "latency_median_s": summarize([r["latency"]["median"] for r in runs]),
-            "mean_batch": sum(r["mean_batch"] for r in runs) / len(runs),
-            "max_batch_seen": max(r["max_batch_seen"] for r in runs),
-            "lanes": sorted({lane for r in runs for lane in r["lanes"]}),
-            "requests": max(requests, c),
-            "rounds": rounds,
-        }
-    return levels
+        _log(f"concurrency {c}: {', '.join(urls)} ...")
+        for url in urls.values():
+            throughput(url, data, c, c, output)  # warm-up burst
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+        for _ in range(rounds):
+            for name, url in urls.items():
+                runs[name].append(throughput(url, data, c, max(requests, c), output))
+        for name, done in runs.items():
+            out[name][str(c)] = {
+                "requests_per_s": summarize([r["requests_per_s"] for r in done]),
+                "latency_median_s": summarize([r["latency"]["median"] for r in done]),
+                "mean_batch": sum(r["mean_batch"] for r in done) / len(done),
+                "max_batch_seen": max(r["max_batch_seen"] for r in done),
+                "lanes": sorted({lane for r in done for lane in r["lanes"]}),
+                "requests": max(requests, c),
+                "rounds": rounds,
+            }
+    return out
 
 
 def run(

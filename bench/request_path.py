@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown file (a section)")
     p.add_argument("--no-http", action="store_true", help="skip the HTTP part")
     p.add_argument("--requests", type=int, default=32, help="requests per throughput round")
-    p.add_argument("--rounds", type=int, default=3, help="throughput rounds per concurrency")
+    p.add_argument("--rounds", type=int, default=5, help="throughput rounds per concurrency")
     p.add_argument("--json", type=Path, default=None, help="also save the measurements as JSON here")
     return p.parse_args(argv)
 
@@ -128,11 +128,10 @@ def measure_http(args: argparse.Namespace, data: bytes, predictor: Any) -> dict[
         fns = {"inprocess": lambda: local_call(data), "after": post("after"), "before": post("before")}
         out["latency"] = interleaved(fns, args.repeats, 3)
         out["server_total"] = {k: summarize(v[-args.repeats :]) for k, v in server_ms.items()}
-        out["throughput"] = {}
-        for name, server in servers.items():
-            out["throughput"][name] = http_bench.throughput_levels(
-                server.url, data, (1, 8), args.requests, args.rounds, "label_png"
-            )
+        urls = {name: server.url for name, server in servers.items()}
+        out["throughput"] = http_bench.throughput_levels(
+            urls, data, (1, 8), args.requests, args.rounds, "label_png"
+        )
     return out
 
 
@@ -189,7 +188,7 @@ def http_part(result: dict[str, Any]) -> list[str]:
         f" all cores ({streams['before']} CPU streams), uvicorn on h11 + asyncio; **after** ="
         f" {streams['after']} one-thread CPU streams under load (serving/compute.py), httptools + uvloop."
         " Both keep the upload in memory (serving/upload.py) and run ONNX Runtime without spinning:"
-        " those changes are not toggled here.",
+        " those changes are not toggled here. Throughput rounds alternate between the two servers.",
         "",
         markdown_table(
             ["path", "ms, median (min-max)", "vs in process", "X-Total-Ms inside the server"], rows
