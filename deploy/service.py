@@ -211,7 +211,7 @@ class SemiDAViLService:
     def __is_ready__(self) -> bool:
         """Readiness = a real forward of a fixed input through the serving backend."""
         try:
-            self.predictor.warmup()
+            self.predictor.warmup(all_lanes=False)  # every lane was warmed at start
         except Exception:
             logger.exception("readiness forward failed")
             return False

@@ -281,7 +281,7 @@ class Predictor:
         Each PredictRequest carries its own image, caption, classes and captioner switch. With
         `return_errors`, a bad request yields its ServingError in place (the others still run);
         otherwise the first error is raised. (The service batches across HTTP requests with
-        `prepare` / `forward_prepared` / `finish` instead, so that decoding stays in each request's
+        `prepare` / `run_prepared` instead, so that decoding stays in each request's
         thread.) Runs on the predictor's compute thread, whichever thread calls.
         """
         return self.compute.run(self._predict_batch, requests, return_errors)
@@ -304,11 +304,6 @@ class Predictor:
             for (index, _), result in zip(members, self._run_group([p for _, p in members])):
                 results[index] = self.finish(result)
         return [r for r in results if r is not None]
-
-    def forward_prepared(self, prepared: Sequence[PreparedRequest]) -> list[ForwardResult]:
-        """The batched forward of prepared requests (one backend call per class set and chunk),
-        in their order, on the compute thread; `finish` each result (from any thread)."""
-        return self.compute.run(self._forward_prepared, prepared)
 
     @property
     def lanes(self) -> int:
@@ -385,15 +380,16 @@ class Predictor:
             prompts = tuple(p.strip() for p in classes)
         return self._custom_class_set(prompts)
 
-    def warmup(self) -> float:
-        """One forward of a fixed input through the serving backend on every lane (readiness
-        check); seconds taken."""
+    def warmup(self, all_lanes: bool = True) -> float:
+        """One forward of a fixed input through the serving backend, on every lane or on lane 0
+        only (the readiness check: a one-thread stream's forward of a large model takes seconds);
+        seconds taken."""
         start = time.perf_counter()
         h, w = self.working_size
         # already decoded: the request limits (which may be below the working size) do not apply
         blank = DecodedImage(np.zeros((h, w, 3), dtype=np.uint8), "RGB", "warmup", w, h)
         prepared = self.prepare(PredictRequest(blank, "", None, False))
-        for lane in range(self.lanes):
+        for lane in range(self.lanes if all_lanes else 1):
             self.run_prepared([prepared], lane)
         return time.perf_counter() - start
 

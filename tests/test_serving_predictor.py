@@ -407,7 +407,12 @@ def test_cpu_streams_run_one_thread_each_and_give_the_wide_lanes_labels(fixture_
     assert ran_on == [streamed.compute.ident, *(s.ident for s in streamed.streams)]
     for pred in by_lane[1:]:
         assert np.array_equal(pred.label_map, by_lane[0].label_map)
-    assert streamed.warmup() > 0  # every lane
+    warmed: list[int] = []
+    run = streamed.run_prepared
+    streamed.run_prepared = lambda prepared, lane=0: warmed.append(lane) or run(prepared, lane)  # type: ignore[method-assign]
+    streamed.warmup()
+    streamed.warmup(all_lanes=False)  # the readiness check: lane 0 only
+    assert warmed == [0, 1, 2, 0]
 
 
 def test_stream_count_follows_the_device_and_the_backend(monkeypatch):
