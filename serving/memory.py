@@ -13,6 +13,7 @@ import ctypes.util
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,13 @@ class MemoryTrimmer:
         self.slack_bytes = slack_bytes
         self._read_rss, self._trim = read_rss, trim
         self.floor = 0  # resident bytes right after the last trim (0: never trimmed: trim first)
+        self._lock = threading.Lock()  # batches on several CPU streams finish at once
 
     def after_batch(self) -> bool:
         """Trim if the resident set is over floor + slack (always when slack is 0); True if trimmed."""
-        if self.slack_bytes and self.floor and self._read_rss() <= self.floor + self.slack_bytes:
-            return False
-        self._trim()
-        self.floor = self._read_rss()
-        return True
+        with self._lock:
+            if self.slack_bytes and self.floor and self._read_rss() <= self.floor + self.slack_bytes:
+                return False
+            self._trim()
+            self.floor = self._read_rss()
+            return True
