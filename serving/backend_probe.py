@@ -41,7 +41,7 @@ from serving.backends.factory import (
     default_backend_name,
     matching_choice,
 )
-from serving.compute import ComputeThread
+from serving.compute import ComputeThread, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def fingerprint(device: torch.device, model_name: str, checkpoint_sha256: str, p
         machine.update(
             cpu=_cpu_model(),
             features=cpu_feature_key(device),
-            cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            cores=usable_cores(),
             threads=torch.get_num_threads(),
         )
     else:
@@ -245,8 +245,10 @@ def _pick(timings: dict[str, float], built: dict[str, Backend], streams: bool) -
     """
     wide = {n: ms for n, ms in timings.items() if n in built}
     fastest = min(wide, key=wide.__getitem__)
-    streamable = [n for n in wide if getattr(built[n], "streamable", False)]
-    if not streams or not streamable:
+    if not streams:
+        return fastest, ""
+    streamable = [n for n in wide if built[n].streamable]
+    if not streamable:
         return fastest, ""
     best = min(streamable, key=wide.__getitem__)
     if fastest not in streamable and wide[fastest] < STREAMS_MARGIN * wide[best]:
@@ -273,13 +275,11 @@ def time_in_stream(backend: Backend, inputs: Inputs) -> float:
     torch thread, as a stream would."""
     variant = backend.for_streams()
     assert variant is not None  # called for stream-capable backends only
-    threads = torch.get_num_threads()
     lane = ComputeThread("probe-stream", threads=1)
     try:
         return lane.run(time_backend, variant, inputs)
     finally:
         lane.shutdown()
-        torch.set_num_threads(threads)  # a one-thread ComputeThread also set new threads' default
 
 
 def table_choice(device: torch.device, model_name: str) -> BackendChoice:

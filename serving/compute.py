@@ -38,11 +38,21 @@ class ComputeThread:
     """A single worker thread; `run` executes a function on it (blocking, in submission order).
     `run` called from the thread itself calls the function directly (a nested call would otherwise
     wait for itself). `threads`: the thread's torch (OpenMP) thread count; None keeps the count it
-    inherits (OMP_NUM_THREADS or the process default)."""
+    inherits (OMP_NUM_THREADS or the process default).
+
+    `torch.set_num_threads` also sets the count that threads starting torch work later begin with,
+    so after setting `threads` on the new thread the creating thread's count is set again: only the
+    new thread differs.
+    """
 
     def __init__(self, name: str = "torch", threads: int | None = None) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self.ident, self.threads = self.executor.submit(_start, threads).result()
+        if threads is None:
+            self.ident = self.executor.submit(threading.get_ident).result()
+            return
+        creator = torch.get_num_threads()
+        self.ident = self.executor.submit(_start, threads).result()
+        torch.set_num_threads(creator)
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         if threading.get_ident() == self.ident:
@@ -53,36 +63,33 @@ class ComputeThread:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _start(threads: int | None) -> tuple[int, int]:
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return threading.get_ident(), torch.get_num_threads()
+def _start(threads: int) -> int:
+    torch.set_num_threads(threads)
+    return threading.get_ident()
 
 
 def make_streams(count: int, wide: ComputeThread) -> tuple[ComputeThread, ...]:
-    """`count` one-thread streams beside `wide` (none for count < 2: one stream is no better
-    than the wide thread).
-
-    `torch.set_num_threads` also sets the count that threads starting torch work later begin with;
-    the wide thread's count is set again afterwards so that only the streams have one thread.
-    """
+    """`count` one-thread streams, created on `wide` (none for count < 2: one stream is no better
+    than the wide thread)."""
     if count < 2:
         return ()
-    streams = tuple(ComputeThread(f"torch-stream{i}", threads=1) for i in range(count))
-    wide.run(torch.set_num_threads, wide.threads)
-    return streams
+    return wide.run(lambda: tuple(ComputeThread(f"torch-stream{i}", threads=1) for i in range(count)))
 
 
 MAX_AUTO_STREAMS = 8
 
 
-def stream_count(requested: int | None, device: str, torch_threads: bool) -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def stream_count(requested: int | None, device: str, streamable: bool) -> int:
     """How many one-thread streams to make: `requested` (None = auto: one per usable core, at most
-    MAX_AUTO_STREAMS), and none off the CPU or for a backend whose threads torch does not set
-    (ONNX Runtime and TensorRT keep their own pools)."""
-    if device != "cpu" or not torch_threads:
+    MAX_AUTO_STREAMS), and none off the CPU or for a backend streams cannot run
+    (`Backend.streamable`: torch.compile's are not thread-safe; TensorRT runs on a GPU)."""
+    if device != "cpu" or not streamable:
         return 0
     if requested is not None:
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(cores, MAX_AUTO_STREAMS)
+    return min(usable_cores(), MAX_AUTO_STREAMS)
